@@ -1,0 +1,188 @@
+"""Build a :class:`Manifest` from a folder per class, a CSV, or the ESC-50 layout.
+
+Every file's header is probed (cheap): unreadable, empty, non-audio and
+too-short files land in ``manifest.bad_files`` with their reason instead of
+stopping the run. A missing path, no audio at all, or a single class is a
+:class:`DatasetError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from tympan.audio import AUDIO_EXTENSIONS, probe
+from tympan.data.manifest import BadFile, Clip, Manifest
+from tympan.errors import AudioError, DatasetError
+
+ESC50_CSV = Path("meta") / "esc50.csv"
+
+
+def is_audio_name(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def discover(
+    path: str | Path,
+    *,
+    subset: str | None = None,
+    min_duration_seconds: float = 0.1,
+    check: bool = True,
+    min_classes: int = 2,
+) -> Manifest:
+    """Read a dataset from ``path``: an ESC-50 folder, a CSV file, or a folder per class.
+
+    ``subset="esc10"`` keeps ESC-50's ESC-10 clips. ``check`` probes every
+    header and moves bad files to ``bad_files``.
+
+    Raises:
+        DatasetError: missing path, no audio files, fewer than ``min_classes``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DatasetError(f"{path}: a dataset is a folder or a .csv file")
+        manifest = read_csv(path)
+    elif (path / ESC50_CSV).is_file():
+        manifest = read_esc50(path, subset=subset)
+    else:
+        manifest = read_class_folders(path)
+    if subset is not None and not (path.is_dir() and (path / ESC50_CSV).is_file()):
+        raise DatasetError(f"{path}: --subset {subset} applies to the ESC-50 layout only")
+    if check:
+        manifest = check_files(manifest, min_duration_seconds=min_duration_seconds)
+    validate(manifest, min_classes=min_classes)
+    return manifest
+
+
+def validate(manifest: Manifest, *, min_classes: int = 2) -> None:
+    """Raise :class:`DatasetError` if the manifest holds no clips or too few classes."""
+    where = manifest.root or manifest.name
+    if not manifest.clips:
+        bad = f" ({len(manifest.bad_files)} unreadable)" if manifest.bad_files else ""
+        raise DatasetError(f"{where}: no usable audio files found{bad}")
+    classes = manifest.classes
+    if len(classes) < min_classes:
+        raise DatasetError(
+            f"{where}: found {len(classes)} class ({', '.join(classes)}); "
+            f"a classifier needs at least {min_classes}"
+        )
+
+
+def check_files(manifest: Manifest, *, min_duration_seconds: float = 0.1) -> Manifest:
+    """Probe every clip's header; move failures to ``bad_files`` with their reason."""
+    good: list[Clip] = []
+    bad = list(manifest.bad_files)
+    for clip in manifest.clips:
+        try:
+            probe(clip.path, min_duration_seconds=min_duration_seconds)
+        except AudioError as exc:
+            bad.append(BadFile(clip.path, exc.reason))
+        else:
+            good.append(clip)
+    return Manifest(good, name=manifest.name, root=manifest.root, bad_files=bad)
+
+
+def read_class_folders(root: str | Path) -> Manifest:
+    """The seed's layout: ``root/<class>/*.<ext>``; the folder name is the label.
+
+    Files directly in ``root`` and folders nested inside class folders are
+    ignored with a warning naming them (they have no unambiguous label).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    clips: list[Clip] = []
+    ignored: list[Path] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        if class_dir.name.startswith("."):
+            continue
+        for item in sorted(class_dir.iterdir()):
+            if item.is_dir():
+                ignored.append(item)
+            elif is_audio_name(item):
+                clips.append(Clip(item, class_dir.name))
+    loose = [p for p in root.iterdir() if p.is_file() and is_audio_name(p)]
+    if ignored or loose:
+        names = ", ".join(str(p) for p in sorted(ignored + loose)[:5])
+        warnings.warn(
+            f"{root}: ignored {len(ignored)} nested folder(s) and {len(loose)} file(s) outside "
+            f"class folders (labels come from the first folder level only): {names}",
+            stacklevel=2,
+        )
+    if not clips:
+        raise DatasetError(
+            f"{root}: no audio files in class folders (expected {root}/<class>/<clip>.wav; "
+            f"extensions: {', '.join(sorted(AUDIO_EXTENSIONS))})"
+        )
+    return Manifest(clips, name=root.name, root=root)
+
+
+def _parse_fold(value: str | None, where: str) -> int | None:
+    if value is None or value.strip() == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"{where}: fold must be an integer, got {value!r}") from None
+
+
+def read_csv(csv_path: str | Path) -> Manifest:
+    """A CSV with a header ``path,label[,fold][,group]``; paths relative to the CSV's folder."""
+    csv_path = Path(csv_path)
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        missing = {"path", "label"} - columns
+        if missing:
+            raise DatasetError(
+                f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
+                "expected a header path,label[,fold][,group]"
+            )
+        clips = []
+        for line, row in enumerate(reader, start=2):
+            where = f"{csv_path}:{line}"
+            if not row.get("path") or not row.get("label"):
+                raise DatasetError(f"{where}: empty path or label")
+            clip_path = Path(row["path"])
+            if not clip_path.is_absolute():
+                clip_path = csv_path.parent / clip_path
+            clips.append(Clip(clip_path, row["label"].strip(), _parse_fold(row.get("fold"), where),
+                              (row.get("group") or "").strip() or None))
+    if not clips:
+        raise DatasetError(f"{csv_path}: the CSV lists no clips")
+    return Manifest(clips, name=csv_path.stem, root=csv_path.parent)
+
+
+def read_esc50(root: str | Path, *, subset: str | None = None) -> Manifest:
+    """ESC-50: ``meta/esc50.csv`` gives fold, category (label) and src_file (group).
+
+    ``subset="esc10"`` keeps the 10-class ESC-10 clips.
+    """
+    root = Path(root)
+    meta = root / ESC50_CSV
+    if subset not in (None, "esc10"):
+        raise DatasetError(f"unknown ESC-50 subset {subset!r} (known: esc10)")
+    clips = []
+    with open(meta, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if subset == "esc10" and row["esc10"].strip().lower() != "true":
+                continue
+            clips.append(Clip(root / "audio" / row["filename"], row["category"],
+                              int(row["fold"]), row["src_file"]))
+    return Manifest(clips, name=subset or "esc50", root=root)
+
+
+def iter_audio_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of audio files."""
+    found: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.rglob("*") if p.is_file() and is_audio_name(p)))
+        else:
+            found.append(item)
+    return found

@@ -1,0 +1,34 @@
+"""Exception and warning types a user can catch and act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TympanError(Exception):
+    """Base class of every error tympan raises on purpose."""
+
+
+class AudioError(TympanError):
+    """A file could not be used as audio; the message names the file and the cause."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DatasetError(TympanError):
+    """A dataset cannot be used as given (missing path, no audio, one class …)."""
+
+
+class ModelFileError(TympanError):
+    """A model file is missing, truncated, foreign or inconsistent."""
+
+
+class ChecksumError(TympanError):
+    """A downloaded or local file does not match its expected sha256."""
+
+
+class SilentAudioWarning(UserWarning):
+    """A clip decoded fine but every sample is (near) zero."""

@@ -1,0 +1,201 @@
+"""The log-mel front end: a stateless function plus an ``nn.Module`` holding buffers.
+
+With the default :class:`~tympan.config.FeatureConfig` the output matches
+``librosa.power_to_db(librosa.feature.melspectrogram(...), ref=1.0, amin=1e-10,
+top_db=80)`` within 1e-3 dB. The same code, configured differently, is the
+EfficientAT front end (pre-emphasis, Kaldi mel, ``ln``, normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import librosa
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tympan.config import SEED_FEATURES, FeatureConfig
+
+
+def make_window(config: FeatureConfig) -> np.ndarray:
+    """The analysis window, ``(win_length,)`` float64 (periodic or symmetric Hann)."""
+    n = config.win_length
+    if config.window == "hann":
+        return np.asarray(librosa.filters.get_window("hann", n, fftbins=True), dtype=np.float64)
+    if config.window == "hann_symmetric":
+        return np.hanning(n).astype(np.float64)
+    raise ValueError(f"unknown window {config.window!r}")
+
+
+def _kaldi_mel(freq_hz: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(freq_hz / 700.0)
+
+
+def kaldi_mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """Kaldi-style filters, triangular in the mel domain: ``(n_mels, n_fft // 2 + 1)``.
+
+    Follows ``torchaudio.compliance.kaldi.get_mel_banks`` (no VTLN); the
+    Nyquist bin gets zero weight, as EfficientAT pads it.
+    """
+    n_bins = config.n_fft // 2 + 1
+    mel_low, mel_high = _kaldi_mel(np.array([config.f_min_hz, config.f_max]))
+    delta = (mel_high - mel_low) / (config.n_mels + 1)
+    left = mel_low + np.arange(config.n_mels)[:, None] * delta
+    center, right = left + delta, left + 2 * delta
+    fft_mels = _kaldi_mel(np.arange(config.n_fft // 2) * config.sample_rate / config.n_fft)[None]
+    up = (fft_mels - left) / (center - left)
+    down = (right - fft_mels) / (right - center)
+    weights = np.maximum(0.0, np.minimum(up, down))
+    return np.concatenate([weights, np.zeros((config.n_mels, n_bins - weights.shape[1]))], 1)
+
+
+def mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """The mel matrix ``(n_mels, n_fft // 2 + 1)`` float64 for ``config``."""
+    if config.mel_scale == "kaldi":
+        return kaldi_mel_filterbank(config)
+    return np.asarray(
+        librosa.filters.mel(
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.f_min_hz,
+            fmax=config.f_max,
+            htk=config.mel_scale == "htk",
+            norm="slaney" if config.mel_norm == "slaney" else None,
+            dtype=np.float64,
+        ),
+        dtype=np.float64,
+    )
+
+
+def n_frames(n_samples: int, config: FeatureConfig = SEED_FEATURES) -> int:
+    """Number of spectrogram frames the front end yields for ``n_samples`` samples."""
+    if config.preemphasis:
+        n_samples = max(n_samples - 1, 1)
+    if config.center:
+        return 1 + n_samples // config.hop_samples
+    return max(0, 1 + (n_samples - config.n_fft) // config.hop_samples)
+
+
+def log_mel(
+    waveform: Tensor, window: Tensor, mel_matrix: Tensor, config: FeatureConfig = SEED_FEATURES
+) -> Tensor:
+    """Log-mel spectrogram of ``waveform`` ``(..., samples)`` → ``(..., n_mels, frames)``.
+
+    ``window`` is ``(win_length,)`` and ``mel_matrix`` ``(n_mels, n_fft // 2 + 1)``,
+    on the waveform's device. With ``log="db"`` and ``top_db`` set, each clip is
+    clipped at its own maximum minus ``top_db`` (as ``librosa.power_to_db``).
+    """
+    shape = waveform.shape
+    x = waveform.reshape(-1, shape[-1])
+    if config.preemphasis:
+        x = x[:, 1:] - config.preemphasis * x[:, :-1]
+    if config.center and config.pad_mode == "reflect" and x.shape[-1] <= config.n_fft // 2:
+        raise ValueError(
+            f"{x.shape[-1]} samples are too few for reflect padding (need > {config.n_fft // 2})"
+        )
+    if config.stft_dtype == "float64":
+        x, window = x.double(), window.double()
+    spec = torch.stft(
+        x,
+        n_fft=config.n_fft,
+        hop_length=config.hop_samples,
+        win_length=config.win_length,
+        window=window,
+        center=config.center,
+        pad_mode=config.pad_mode,
+        return_complex=True,
+    )
+    power = (spec.real.square() + spec.imag.square()).to(mel_matrix.dtype)
+    if config.power != 2.0:
+        power = power.pow(config.power / 2.0)
+    mel = torch.matmul(mel_matrix, power)
+    if config.log == "db":
+        out = 10.0 * torch.log10(torch.clamp(mel, min=config.amin))
+        out = out - 10.0 * math.log10(max(config.amin, config.ref))
+        if config.top_db is not None:
+            peak = out.amax(dim=(-2, -1), keepdim=True)
+            out = torch.maximum(out, peak - config.top_db)
+    else:
+        out = torch.log(mel + config.log_offset)
+    if config.norm_shift or config.norm_scale != 1.0:
+        out = (out + config.norm_shift) / config.norm_scale
+    return out.reshape(*shape[:-1], *out.shape[-2:])
+
+
+class LogMel(nn.Module):
+    """Log-mel front end as a module: ``(..., samples)`` → ``(..., n_mels, frames)``.
+
+    Holds the window and mel matrix as (non-persistent) buffers, so ``.to(device)``
+    moves them and ONNX export keeps them; the config travels as ``self.config``.
+    """
+
+    window: Tensor
+    mel_matrix: Tensor
+
+    def __init__(self, config: FeatureConfig = SEED_FEATURES) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer(
+            "window", torch.from_numpy(make_window(config)).float(), persistent=False
+        )
+        self.register_buffer(
+            "mel_matrix", torch.from_numpy(mel_filterbank(config)).float(), persistent=False
+        )
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        return log_mel(waveform, self.window, self.mel_matrix, self.config)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"name={c.name!r}, sample_rate={c.sample_rate}, n_fft={c.n_fft}, "
+                f"hop_samples={c.hop_samples}, n_mels={c.n_mels}")
+
+
+_FRONTENDS: dict[FeatureConfig, LogMel] = {}
+
+
+def compute_log_mel(waveform: np.ndarray, config: FeatureConfig = SEED_FEATURES) -> np.ndarray:
+    """NumPy convenience: ``(samples,)`` or ``(batch, samples)`` → float32 log-mel."""
+    module = _FRONTENDS.get(config)
+    if module is None:
+        module = _FRONTENDS.setdefault(config, LogMel(config))
+    with torch.inference_mode():
+        return module(torch.as_tensor(np.asarray(waveform, dtype=np.float32))).numpy()
+
+
+def patch_starts(frames: int, patch_frames: int, hop_frames: int) -> list[int]:
+    """First frame of each patch; the last patch is end-aligned so no frame is dropped."""
+    if frames <= patch_frames:
+        return [0]
+    starts = list(range(0, frames - patch_frames + 1, hop_frames))
+    if starts[-1] + patch_frames < frames:
+        starts.append(frames - patch_frames)
+    return starts
+
+
+def split_patches(
+    spec: Tensor | np.ndarray, patch_frames: int = 128, hop_frames: int = 64
+) -> Tensor | np.ndarray:
+    """Cut ``(..., n_mels, frames)`` into ``(..., n_patches, n_mels, patch_frames)``.
+
+    A spectrogram shorter than one patch is padded at the end with its own
+    minimum (the quietest value it holds, i.e. silence on its scale).
+    """
+    frames = spec.shape[-1]
+    if frames < patch_frames:
+        missing = patch_frames - frames
+        if isinstance(spec, np.ndarray):
+            floor = spec.min(axis=(-2, -1), keepdims=True)
+            filler = np.broadcast_to(floor, (*spec.shape[:-1], missing))
+            spec = np.concatenate([spec, filler], axis=-1)
+        else:
+            floor = spec.amin(dim=(-2, -1), keepdim=True)
+            spec = torch.cat([spec, floor.expand(*spec.shape[:-1], missing)], dim=-1)
+        frames = patch_frames
+    starts = patch_starts(frames, patch_frames, hop_frames)
+    pieces = [spec[..., s:s + patch_frames] for s in starts]
+    if isinstance(spec, np.ndarray):
+        return np.stack(pieces, axis=-3)
+    return torch.stack(pieces, dim=-3)
