@@ -1,4 +1,4 @@
-"""tympan: turn a folder of labelled recordings into a strong, honest, deployable sound classifier."""
+"""tympan: turn labelled recordings into a strong, honest, deployable sound classifier."""
 
 from __future__ import annotations
 

@@ -137,7 +137,9 @@ class FeatureConfig(JsonConfig):
         if self.n_fft <= 0 or self.hop_samples <= 0:
             raise ValueError("n_fft and hop_samples must be positive")
         if self.win_samples is not None and not 0 < self.win_samples <= self.n_fft:
-            raise ValueError(f"win_samples must be in (0, n_fft={self.n_fft}], got {self.win_samples}")
+            raise ValueError(
+                f"win_samples must be in (0, n_fft={self.n_fft}], got {self.win_samples}"
+            )
         if self.n_mels <= 0:
             raise ValueError(f"n_mels must be positive, got {self.n_mels}")
         if self.f_max_hz is not None and self.f_max_hz > self.sample_rate / 2:

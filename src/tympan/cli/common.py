@@ -20,7 +20,8 @@ def version() -> None:
 
     from tympan import __version__
 
-    console.print(f"tympan {__version__}  torch {torch.__version__}  python {platform.python_version()}")
+    python = platform.python_version()
+    console.print(f"tympan {__version__}  torch {torch.__version__}  python {python}")
 
 
 def fail(message: str, code: int = 2) -> None:
