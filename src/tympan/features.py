@@ -198,4 +198,4 @@ def split_patches(
     pieces = [spec[..., s:s + patch_frames] for s in starts]
     if isinstance(spec, np.ndarray):
         return np.stack(pieces, axis=-3)
-    return torch.stack(pieces, dim=-3)
+    return torch.stack(pieces, dim=-3)  # type: ignore[arg-type]
