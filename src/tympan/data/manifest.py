@@ -18,12 +18,16 @@ from tympan.fileio import atomic_write_text
 @dataclass(frozen=True)
 class Clip:
     """One labelled recording. ``fold`` is a predefined CV fold (1-based) or None;
-    ``group`` ties clips cut from one source so they never straddle a split."""
+    ``group`` ties clips cut from one source so they never straddle a split.
+    An augmented copy names the clip it was made from (``source``) and how
+    (``transform``, e.g. ``"TS:1.07"``); it keeps its source's fold and group."""
 
     path: Path
     label: str
     fold: int | None = None
     group: str | None = None
+    source: Path | None = None
+    transform: str | None = None
 
 
 @dataclass(frozen=True)
