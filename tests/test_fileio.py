@@ -1,0 +1,35 @@
+"""Atomic writes: a failure mid-write leaves the old file untouched and no temp file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tympan.fileio import atomic_path, atomic_write_text, sha256_file
+
+
+def test_atomic_write_replaces_content(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "first")
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
+
+
+def test_failure_mid_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("precious")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_sha256_file_matches_known_digest(tmp_path: Path) -> None:
+    path = tmp_path / "abc"
+    path.write_bytes(b"abc")
+    assert sha256_file(path) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
