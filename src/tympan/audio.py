@@ -41,6 +41,9 @@ class AudioInfo:
 
 def _describe(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
+    # libsndfile repeats the path ("Error opening '<path>': ..."); AudioError already names it
+    if text.startswith("Error opening ") and "': " in text:
+        text = text.split("': ", 1)[1]
     lowered = text.lower()
     if "format not recognised" in lowered or "unknown format" in lowered:
         return "not an audio file (libsndfile does not recognise the format)"

@@ -207,11 +207,98 @@ class AudioConfig(JsonConfig):
     silence_threshold_db: float = -90.0
 
 
+@dataclass(frozen=True)
+class TrainConfig(JsonConfig):
+    """A training recipe: the model, its optimiser and regularisation, the schedule, CV.
+
+    ``features=None`` means the model's registered front end
+    (:func:`tympan.models.default_features`). ``weight_decay`` is the L2
+    coefficient (coupled L2 with ``optimizer="adam"``, decoupled with
+    ``"adamw"``); ``l1`` adds ``l1 * sum(|w|)`` over weights to the loss.
+    ``dropout`` (None = the model's own) is passed to the model factory.
+    ``early_stopping_patience`` counts epochs without improvement of
+    ``monitor`` on the validation clips (0 disables early stopping);
+    ``val_fraction`` of each fold's training clips (grouped) is held out for
+    it (0 = no validation: the last epoch is kept). ``folds=None`` uses the
+    dataset's predefined folds, else 5. ``precision="auto"`` is bf16/16-mixed
+    on a GPU and 32-bit on the CPU. ``backbone_lr_scale`` multiplies ``lr`` for
+    a model's ``backbone``, frozen for the first ``freeze_backbone_epochs``.
+    Augmentation (off by default): mixup with Beta(``mixup_alpha``) weights;
+    SpecAugment with ``spec_n_masks`` time masks up to ``spec_time_mask_frames``
+    and as many frequency masks up to ``spec_freq_mask_bins`` (a width of 0
+    disables that axis); ``augment_policy`` maps a class to the augmentation
+    sets (``"TS"``, ``"PS1"`` …) whose offline copies its clips may train
+    with (None = every copy), ``augment_variants`` says whether each epoch
+    draws one variant per clip (``"sample"``) or trains on every copy (``"all"``).
+    ``max_train_batches`` caps the batches per epoch (short benchmark schedules).
+    """
+
+    model: str = "cnn-s"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    features: FeatureConfig | None = None
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    weight_decay: float = 1e-4
+    l1: float = 0.0
+    dropout: float | None = None
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 8
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    val_fraction: float = 0.15
+    seed: int = 0
+    folds: int | None = None
+    num_workers: int = 0
+    precision: str = "auto"
+    backbone_lr_scale: float = 0.1
+    freeze_backbone_epochs: int = 0
+    mixup_alpha: float = 0.0
+    spec_time_mask_frames: int = 0
+    spec_freq_mask_bins: int = 0
+    spec_n_masks: int = 2
+    augment_policy: dict[str, list[str]] | None = None
+    augment_variants: Literal["sample", "all"] = "sample"
+    max_train_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.l1 < 0:
+            raise ValueError("weight_decay and l1 must be >= 0")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.folds is not None and self.folds < 0:
+            raise ValueError(f"folds must be >= 0, got {self.folds}")
+        if self.early_stopping_patience < 0 or self.freeze_backbone_epochs < 0:
+            raise ValueError("early_stopping_patience and freeze_backbone_epochs must be >= 0")
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if min(self.spec_time_mask_frames, self.spec_freq_mask_bins, self.spec_n_masks) < 0:
+            raise ValueError("SpecAugment widths and spec_n_masks must be >= 0")
+        if self.max_train_batches is not None and self.max_train_batches < 1:
+            raise ValueError(f"max_train_batches must be >= 1, got {self.max_train_batches}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    @property
+    def spec_augment(self) -> bool:
+        """True when SpecAugment masks anything."""
+        return self.spec_n_masks > 0 and (self.spec_time_mask_frames > 0
+                                          or self.spec_freq_mask_bins > 0)
+
+
 __all__ = [
     "AudioConfig",
     "EFFICIENTAT_FEATURES",
     "FeatureConfig",
     "JsonConfig",
     "SEED_FEATURES",
+    "TrainConfig",
     "field",
 ]

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import sys
 
-from tympan.cli import common  # noqa: F401  (registers `version`)
+from tympan.cli import (
+    augment,  # noqa: F401  (registers `augment`, `ablate`)
+    common,  # noqa: F401  (registers `version`)
+    datasets,  # noqa: F401  (registers `datasets fetch`, `datasets info`)
+    features,  # noqa: F401  (registers `features`)
+    predict,  # noqa: F401  (registers `predict`, `evaluate`)
+    spectrogram,  # noqa: F401  (registers `spectrogram`)
+    train,  # noqa: F401  (registers `train`, `demo`)
+)
 from tympan.cli._app import app
 from tympan.errors import TympanError
 

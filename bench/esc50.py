@@ -1,0 +1,231 @@
+"""ESC-50 benchmark: 5-fold cross-validation of a named recipe, on the dataset's own folds.
+
+    python bench/esc50.py cnn-s                      # the full recipe (meant for a GPU)
+    python bench/esc50.py cnn-s --epochs 3 --limit-train-batches 50 --threads 1   # short CPU run
+
+Writes ``bench/results/esc50-RECIPE.json``: per-fold and mean accuracy, the
+schedule that actually ran (epochs, folds, batch cap: ``"full": false`` when
+shortened), wall time, device, CPU model, commit and command. Training work
+lives in ``runs/bench/esc50-RECIPE/`` so an interrupted benchmark resumes
+(finished folds are kept); ``--fresh`` starts it again.
+
+A recipe is one :class:`Recipe` in :data:`RECIPES`: a :class:`TrainConfig`
+for the standard k-fold CNN path, or a ``runner`` for recipes that train
+differently (e.g. a frozen backbone with a light head). Add one with
+:func:`add_recipe`; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tympan.config import TrainConfig
+from tympan.data.manifest import Manifest
+from tympan.results import CVResult
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+Runner = Callable[["Recipe", argparse.Namespace, Manifest, Path], CVResult]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named ESC-50 recipe.
+
+    ``config`` is the full schedule (command-line options shorten it);
+    ``augmented`` names a folder of offline copies (``tympan augment`` output,
+    relative to the dataset folder or absolute) joined to the training folds;
+    ``runner(recipe, args, manifest, work_dir) -> CVResult`` replaces the
+    standard cross-validation when set.
+    """
+
+    name: str
+    description: str
+    config: TrainConfig
+    augmented: str | None = None
+    runner: Runner | None = None
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def add_recipe(recipe: Recipe) -> Recipe:
+    """Register ``recipe`` under its name (a second one with the same name is an error)."""
+    if recipe.name in RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} is already defined")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+# The seed's CNN from scratch, no augmentation: 128x128 log-mel patches at 44.1 kHz,
+# Adam with L2, cosine schedule, early stopping on validation clips from the training folds.
+_SEED = TrainConfig(model="cnn-s", epochs=80, batch_size=32, lr=1e-3, weight_decay=1e-4,
+                    early_stopping_patience=15, val_fraction=0.15, seed=0, num_workers=4)
+add_recipe(Recipe("cnn-s", "seed CNN, small (4 conv blocks, 16-128 channels), from scratch",
+                  _SEED))
+add_recipe(Recipe("cnn-m", "seed CNN, medium (4 double-conv blocks, 32-256 channels)",
+                  _SEED.replace(model="cnn-m")))
+add_recipe(Recipe("crnn-s", "cnn-s conv stack + bidirectional GRU over time",
+                  _SEED.replace(model="crnn-s")))
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu ({torch.get_num_threads()} torch threads)"
+
+
+def default_data() -> Path:
+    base = os.environ.get("TYMPAN_DATA")
+    return Path(base) / "esc50" if base else Path("/work/shared/datasets/esc50")
+
+
+def standard_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest,
+                    work_dir: Path) -> CVResult:
+    """k-fold CV of ``recipe.config`` (shortened by the options) on ``manifest``'s folds."""
+    from tympan.evaluate import cross_validate
+
+    augmented = None
+    if recipe.augmented is not None:
+        from tympan.augment.offline import load_augmented_manifest
+
+        folder = Path(recipe.augmented)
+        augmented = load_augmented_manifest(folder if folder.is_absolute()
+                                            else args.data / folder)
+    return cross_validate(manifest, schedule(recipe, args), work_dir, augmented=augmented,
+                          progress=args.progress, only_folds=args.only_folds)
+
+
+def schedule(recipe: Recipe, args: argparse.Namespace) -> TrainConfig:
+    """The recipe's config with the command line's schedule options applied."""
+    changes: dict[str, Any] = {
+        "epochs": args.epochs, "batch_size": args.batch_size,
+        "max_train_batches": args.limit_train_batches, "num_workers": args.workers,
+        "early_stopping_patience": args.patience,
+    }
+    import torch
+
+    if args.workers is None and not torch.cuda.is_available():
+        changes["num_workers"] = 0  # on a CPU, loader processes only compete with training
+    return recipe.config.replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", choices=sorted(RECIPES))
+    parser.add_argument("--data", type=Path, default=default_data(),
+                        help="ESC-50 folder (default: $TYMPAN_DATA/esc50)")
+    parser.add_argument("--subset", choices=["esc10"], help="ESC-10 only (quick checks)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per fold")
+    parser.add_argument("--folds", type=int, help="run only the first N folds")
+    parser.add_argument("--only-folds", type=lambda s: s.split(","),
+                        help="comma-separated fold names to run, e.g. 1,3")
+    parser.add_argument("--limit-train-batches", type=int, help="cap on batches per epoch")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, help="result JSON (default bench/results/...)")
+    parser.add_argument("--work-dir", type=Path, help="fold work (default runs/bench/...)")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier fold work")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from tympan.data.sources import discover
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    recipe = RECIPES[args.recipe]
+    tag = f"esc50-{recipe.name}" + (f"-{args.subset}" if args.subset else "")
+    out = args.out or RESULTS / f"{tag}.json"
+    work_dir = args.work_dir or ROOT / "runs" / "bench" / tag
+    if args.fresh and work_dir.exists():
+        shutil.rmtree(work_dir)
+    started = time.perf_counter()
+    manifest = discover(args.data, subset=args.subset)
+    if args.folds is not None:
+        names = sorted({str(c.fold) for c in manifest.clips}, key=int)
+        args.only_folds = names[:args.folds]
+    runner = recipe.runner or standard_runner
+    cv = runner(recipe, args, manifest, work_dir)
+    wall = time.perf_counter() - started
+    config = schedule(recipe, args)
+    summary = cv.summary()
+    n_folds_total = len({c.fold for c in manifest.clips})
+    full = (len(cv.folds) == n_folds_total and args.epochs is None
+            and args.limit_train_batches is None)
+    commit = _git("rev-parse", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    result = {
+        "recipe": recipe.name,
+        "description": recipe.description,
+        "dataset": {"name": manifest.name, "path": str(args.data), "n_clips": len(manifest),
+                    "n_skipped": len(manifest.bad_files), "fingerprint": manifest.fingerprint()},
+        "schedule": {"full": full, "epochs": config.epochs, "folds_run": [f.fold for f in cv.folds],
+                     "folds_total": n_folds_total, "max_train_batches": config.max_train_batches,
+                     "batch_size": config.batch_size},
+        "accuracy_mean": summary["accuracy_mean"],
+        "accuracy_std": summary["accuracy_std"],
+        "macro_f1_mean": summary["macro_f1_mean"],
+        "folds": summary["folds"],
+        "best_epochs": [f.best_epoch for f in cv.folds],
+        "wall_seconds": round(wall, 1),
+        "train_seconds": summary["seconds"],
+        "device": _device(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "commit": commit + ("-dirty" if dirty else "") if commit else None,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None
+        else " ".join(["bench/esc50.py", *argv]),
+        "train_config": config.to_dict(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from tympan.fileio import atomic_write_text
+
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    print(f"{recipe.name}: {summary['accuracy_mean']:.1%} ± {summary['accuracy_std']:.1%} "
+          f"over folds {', '.join(f.fold for f in cv.folds)} "
+          f"({'full' if full else 'SHORT'} schedule, {wall:.0f} s) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Ablation of augmentation sets, and an honestly evaluated class-conditional policy.
+
+:func:`ablate` cross-validates one recipe once per augmentation set (``none``,
+``TS``, ``PS1``, ``PS2``, ``DRC``, ``BG``, ``all``): same folds, same seeds,
+the only difference being which offline copies join each fold's training
+clips. It writes the table (mean and per-fold accuracy per set, CSV and
+Markdown), per-class accuracy per set, and a heat-map of every set's
+per-class accuracy delta against ``none`` (Salamon & Bello's observation).
+
+With ``class_conditional=True`` it also evaluates the seed's proposal: for
+each outer fold k, a nested ablation on the *training folds of k only*
+(their own inner CV) gives per-class deltas, :func:`choose_policy` picks the
+sets that helped each class, and fold k is then trained with that policy and
+tested. The test fold never informs its own policy. ``policy.json`` (for
+``tympan train --augment-policy``) is chosen from the full ablation: a model
+trained on all the data has no test fold to protect.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tympan.augment.policy import Policy, choose_policy, save_policy, uniform_policy
+from tympan.augment.presets import check_set_names, expand_sets, tag_set
+from tympan.config import TrainConfig
+from tympan.data.manifest import Manifest
+from tympan.errors import DatasetError
+from tympan.evaluate import (
+    PreparedData,
+    augmented_variants,
+    cross_validate,
+    fold_names,
+    load_features,
+    make_splits,
+    resolve_features,
+)
+from tympan.fileio import atomic_path, atomic_write_text
+from tympan.results import CVResult
+
+CLASS_CONDITIONAL = "class-conditional"
+
+
+@dataclass
+class AblationResult:
+    """Cross-validation results per set (``"class-conditional"`` included when run),
+    the policy chosen from the whole ablation, and the per-fold nested policies."""
+
+    classes: list[str]
+    results: dict[str, CVResult]
+    policy: Policy | None = None
+    fold_policies: dict[str, Policy] = field(default_factory=dict)
+
+    def per_class_accuracy(self) -> dict[str, np.ndarray]:
+        """Per set, ``(n_classes,)`` accuracy (recall) pooled over the folds' test clips."""
+        return {name: np.array([row["recall"] for row in cv.per_class()])
+                for name, cv in self.results.items()}
+
+    def deltas(self, baseline: str = "none") -> dict[str, dict[str, float]]:
+        """``deltas[class][set]``: per-class accuracy of each set minus ``baseline``'s."""
+        if baseline not in self.results:
+            raise DatasetError(f"the ablation has no {baseline!r} run to compare against")
+        acc = self.per_class_accuracy()
+        return {c: {s: float(acc[s][i] - acc[baseline][i]) for s in acc if s != baseline}
+                for i, c in enumerate(self.classes)}
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, cv in self.results.items():
+            summary = cv.summary()
+            row: dict[str, Any] = {"set": name, "accuracy_mean": summary["accuracy_mean"],
+                                   "accuracy_std": summary["accuracy_std"]}
+            for f in summary["folds"]:
+                row[f"fold_{f['fold']}"] = f["accuracy"]
+            rows.append(row)
+        return rows
+
+
+def _with_set(data: PreparedData, augmented: Manifest, aug_specs: Sequence[np.ndarray],
+              policy: Policy, label: str) -> PreparedData:
+    variants = augmented_variants(data.manifest, augmented, aug_specs, policy)
+    return replace(data, variants=variants,
+                   augmented_fingerprint=f"{augmented.fingerprint()}:{label}")
+
+
+def _subset(data: PreparedData, indices: np.ndarray) -> PreparedData:
+    return PreparedData(
+        data.manifest.subset(indices), [data.specs[int(i)] for i in indices],
+        data.feature_config,
+        None if data.variants is None else [data.variants[int(i)] for i in indices],
+        data.augmented_fingerprint,
+    )
+
+
+def _check_copies(augmented: Manifest, sets: Sequence[str]) -> None:
+    present = {tag_set(c.transform) for c in augmented.clips}
+    missing = [s for s in expand_sets(sets) if s not in present]
+    if missing:
+        where = augmented.root or augmented.name
+        raise DatasetError(
+            f"{where} holds no copies of set(s) {', '.join(missing)}; make them with "
+            f"`tympan augment DATA -o {where} --preset {','.join(missing)}` "
+            "(sets present: " + (", ".join(sorted(present - {'none'})) or "none") + ")"
+        )
+
+
+def ablate(
+    manifest: Manifest,
+    augmented: Manifest,
+    config: TrainConfig,
+    sets: Sequence[str] = ("none", "TS", "PS1", "PS2", "DRC", "BG", "all"),
+    run_dir: str | Path | None = None,
+    *,
+    class_conditional: bool = False,
+    min_delta: float = 0.0,
+    cache: Any = None,
+    progress: bool = False,
+) -> AblationResult:
+    """Cross-validate ``config`` once per set in ``sets`` on the same folds and seeds.
+
+    ``augmented`` is the manifest of offline copies (:func:`load_augmented_manifest`);
+    a set trains each clip with its copies of that set (``none``: none). With
+    ``run_dir`` each set's CV lives in ``run_dir/sets/<set>/`` and resumes; the
+    nested runs of the class-conditional evaluation in ``run_dir/nested/``.
+
+    Raises:
+        DatasetError: ``augmented`` lacks copies of a set; ``none`` missing
+            when a class-conditional evaluation or a policy is asked for.
+        ValueError: an unknown set name.
+    """
+    sets = check_set_names(sets)
+    _check_copies(augmented, sets)
+    if class_conditional and "none" not in sets:
+        raise DatasetError("a class-conditional policy needs the 'none' set as baseline")
+    features = resolve_features(config)
+    good, specs = load_features(manifest, features, cache=cache, progress=progress)
+    aug_good, aug_specs = load_features(augmented, features, cache=cache, progress=progress)
+    base = PreparedData(good, specs, features)
+    classes = base.classes
+    recipe = config.replace(augment_policy=None)
+    root = Path(run_dir) if run_dir is not None else None
+
+    def run_set(data: PreparedData, name: str, where: Path | None,
+                only: Sequence[str] | None = None) -> CVResult:
+        if progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[bold]set {name}[/]")
+        return cross_validate(data, recipe, where, only_folds=only, progress=progress)
+
+    results: dict[str, CVResult] = {}
+    for name in sets:
+        data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]), name)
+        results[name] = run_set(data, name, root / "sets" / name if root else None)
+    result = AblationResult(classes, results)
+    if "none" in results:
+        result.policy = choose_policy(result.deltas(), min_delta=min_delta)
+
+    if class_conditional:
+        splits = make_splits(good, recipe.folds, recipe.seed)
+        names = fold_names(good, splits)
+        folds = []
+        for (train_idx, _), fold in zip(splits, names, strict=True):
+            inner = _subset(base, train_idx)
+            inner_results: dict[str, CVResult] = {}
+            for name in sets:
+                data = _with_set(inner, aug_good, aug_specs, uniform_policy(classes, [name]),
+                                 name)
+                where = root / "nested" / f"outer-{fold}" / name if root else None
+                inner_results[name] = run_set(data, f"{name} (inside folds ≠ {fold})", where)
+            inner_ablation = AblationResult(inner.classes, inner_results)
+            # Classes absent from the inner data get no augmentation.
+            policy: Policy = {c: [] for c in classes} | choose_policy(inner_ablation.deltas(),
+                                                               min_delta=min_delta)
+            result.fold_policies[fold] = policy
+            data = _with_set(base, aug_good, aug_specs, policy, f"{CLASS_CONDITIONAL}-{fold}")
+            where = root / "sets" / f"{CLASS_CONDITIONAL}-{fold}" if root else None
+            folds.extend(run_set(data, f"{CLASS_CONDITIONAL} (fold {fold})", where,
+                                 only=[fold]).folds)
+        results[CLASS_CONDITIONAL] = CVResult(classes, folds, sum(f.seconds for f in folds))
+    if root is not None:
+        write_ablation(root, result, config=config, min_delta=min_delta)
+    return result
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def markdown_table(result: AblationResult) -> str:
+    """Mean ± std and per-fold accuracy per set, in percent, as a Markdown table."""
+    rows = result.table_rows()
+    fold_columns = sorted({k for r in rows for k in r if k.startswith("fold_")},
+                          key=lambda k: (len(k), k))
+    header = ["set", "mean ± std", *[c.replace("fold_", "fold ") for c in fold_columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [r["set"], f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}"]
+        cells += [f"{100 * r[c]:.1f}" if c in r else "" for c in fold_columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_deltas(path: Path, result: AblationResult, baseline: str = "none") -> Path:
+    """Heat-map PNG: classes (rows) × sets (columns), per-class accuracy delta in points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deltas = result.deltas(baseline)
+    sets = [s for s in result.results if s != baseline]
+    matrix = np.array([[100 * deltas[c][s] for s in sets] for c in result.classes])
+    limit = max(1.0, float(np.abs(matrix).max())) if matrix.size else 1.0
+    height = max(3.0, 0.22 * len(result.classes) + 1.5)
+    fig, ax = plt.subplots(figsize=(1.1 * len(sets) + 3.0, height))
+    image = ax.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(len(sets)), sets, rotation=30, ha="right")
+    ax.set_yticks(range(len(result.classes)), result.classes,
+                  fontsize=7 if len(result.classes) > 20 else 9)
+    ax.set_title(f"per-class accuracy delta vs {baseline} (points)")
+    fig.colorbar(image, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_ablation(root: Path, result: AblationResult, *, config: TrainConfig | None = None,
+                   min_delta: float = 0.0) -> dict[str, Path]:
+    """Write ``ablation.csv``, ``ablation.md``, ``per_class.csv``, ``delta_heatmap.png``,
+    ``ablation.json`` and (with a ``none`` run) ``policy.json`` into ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": root / "ablation.csv", "markdown": root / "ablation.md",
+             "per_class": root / "per_class.csv", "json": root / "ablation.json"}
+    atomic_write_text(paths["csv"], _csv(result.table_rows()))
+    atomic_write_text(paths["markdown"], markdown_table(result))
+    accuracy = result.per_class_accuracy()
+    per_class = [{"class": c, **{s: float(accuracy[s][i]) for s in accuracy}}
+                 for i, c in enumerate(result.classes)]
+    atomic_write_text(paths["per_class"], _csv(per_class))
+    body = {"sets": {name: cv.summary() for name, cv in result.results.items()},
+            "per_class_accuracy": {s: dict(zip(result.classes, map(float, a), strict=True))
+                                   for s, a in accuracy.items()},
+            "fold_policies": result.fold_policies, "min_delta": min_delta,
+            "train_config": config.to_dict() if config is not None else None}
+    atomic_write_text(paths["json"], json.dumps(body, indent=1) + "\n")
+    if "none" in result.results and len(result.results) > 1:
+        paths["heatmap"] = plot_deltas(root / "delta_heatmap.png", result)
+    if result.policy is not None:
+        paths["policy"] = save_policy(
+            root / "policy.json", result.policy, min_delta=min_delta,
+            deltas=result.deltas(),
+            source="chosen from the full ablation (all folds); for a final model")
+    return paths
+
+
+__all__ = ["AblationResult", "ablate", "markdown_table", "plot_deltas", "write_ablation"]

@@ -1,0 +1,220 @@
+"""``tympan predict`` (label files with a saved model) and ``tympan evaluate`` (score it)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from tympan.cli._app import app
+from tympan.cli.common import console, err_console, fail
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from tympan.data.manifest import BadFile
+    from tympan.predict import Prediction
+
+
+@contextmanager
+def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr (only on a terminal); yields ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=err_console,
+                  transient=True, disable=not err_console.is_terminal) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _report_skipped(skipped: list[BadFile]) -> None:
+    if not skipped:
+        return
+    err_console.print(f"[yellow]skipped {len(skipped)} file(s):[/]", highlight=False)
+    for bad in skipped:
+        # soft_wrap: a path broken across lines cannot be copied back into a shell
+        err_console.print(f"  {_display(bad.path)}: {bad.reason}", highlight=False, markup=False,
+                          soft_wrap=True)
+
+
+def _as_json(model: Path, classes: list[str], k: int, ok: list[Prediction],
+             skipped: list[BadFile]) -> str:
+    document = {
+        "model": str(model), "classes": classes, "top_k": k,
+        "predictions": [p.to_dict(k) for p in ok],
+        "skipped": [{"path": str(b.path), "reason": b.reason} for b in skipped],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _as_csv(ok: list[Prediction], k: int) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["path", "rank", "label", "probability"])
+    for prediction in ok:
+        for rank, (label, probability) in enumerate(prediction.top(k), start=1):
+            writer.writerow([str(prediction.path), rank, label, f"{probability:.6f}"])
+    return out.getvalue()
+
+
+def _table(ok: list[Prediction], k: int) -> Any:
+    from rich.table import Table
+
+    table = Table(show_lines=False, header_style="bold")
+    table.add_column("file", overflow="fold")
+    for rank in range(1, k + 1):
+        table.add_column(f"#{rank}", no_wrap=True)
+    for prediction in ok:
+        cells = [f"{label} [dim]{probability:.2f}[/]" for label, probability in prediction.top(k)]
+        table.add_row(_display(prediction.path), *cells)
+    return table
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model file (.safetensors) written by tympan.")],
+    paths: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1,
+                                       help="How many labels to show per file.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print (or write) JSON.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print (or write) CSV: "
+                                         "path,rank,label,probability.")] = False,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the results to this file (.json or .csv; "
+        "--json/--csv choose explicitly); the table still prints.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any file was skipped.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
+    device: Annotated[str | None, typer.Option(
+        help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+) -> None:
+    """Label audio files with a saved model: top-k labels with probabilities per file.
+
+    Files that cannot be decoded are listed with the reason and skipped.
+    """
+    if as_json and as_csv:
+        fail("choose one of --json and --csv")
+    file_format = "json" if as_json else "csv" if as_csv else None
+    if output is not None:
+        if file_format is None:
+            suffix = output.suffix.lower().lstrip(".")
+            if suffix not in {"json", "csv"}:
+                fail(f"{output}: cannot tell the format from the name; use --json or --csv")
+            file_format = suffix
+        if output.exists() and not overwrite:
+            fail(f"{output}: already exists; pass --overwrite to replace it")
+
+    from tympan.fileio import atomic_write_text
+    from tympan.modelfile import load_model
+    from tympan.predict import Predictor, collect_audio_files
+
+    loaded = load_model(model)
+    k = min(top_k, len(loaded.classes))
+    files, skipped = collect_audio_files(paths)
+    predictor = Predictor(loaded, device=device, batch_size=batch_size)
+    with _progress(len(files), "predicting") as advance:
+        results = predictor.predict_files(files, progress=advance)
+    ok = [p for p in results if p.ok]
+    from tympan.data.manifest import BadFile
+
+    skipped += [BadFile(p.path, p.error or "could not be decoded") for p in results if not p.ok]
+
+    rendered = None
+    if file_format == "json":
+        rendered = _as_json(model, loaded.classes, k, ok, skipped)
+    elif file_format == "csv":
+        rendered = _as_csv(ok, k)
+    if output is not None and rendered is not None:
+        atomic_write_text(output, rendered)
+        console.print(_table(ok, k))
+        err_console.print(f"wrote {len(ok)} prediction(s) to {output}", highlight=False)
+    elif rendered is not None:
+        # Plain write: rich would wrap long lines and break the JSON/CSV.
+        sys.stdout.write(rendered)
+        sys.stdout.flush()
+    else:
+        console.print(_table(ok, k))
+    _report_skipped(skipped)
+    if not ok:
+        fail("no file could be predicted", code=1)
+    if strict and skipped:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model file (.safetensors) written by tympan.")],
+    data: Annotated[Path, typer.Argument(help="Labelled data: ESC-50 folder, CSV "
+                                         "(path,label[,fold]) or a folder per class.")],
+    subset: Annotated[str | None, typer.Option(help="ESC-50 subset, e.g. esc10.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write metrics.json, per_class.csv, confusion.png, "
+        "predictions.csv and report.md into this folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --output folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
+    device: Annotated[str | None, typer.Option(
+        help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+) -> None:
+    """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
+    from tympan.data.sources import discover
+    from tympan.modelfile import load_model
+    from tympan.predict import Predictor, evaluate_model
+    from tympan.report import finalize_run_dir, prepare_run_dir, write_evaluation
+
+    work_dir = None
+    if output is not None:
+        # Claim the folder before the slow part, so a taken name fails fast.
+        work_dir = prepare_run_dir(output.parent, output.name, overwrite)
+    try:
+        loaded = load_model(model)
+        manifest = discover(data, subset=subset)
+        predictor = Predictor(loaded, device=device, batch_size=batch_size)
+        with _progress(len(manifest), "evaluating") as advance:
+            evaluation = evaluate_model(predictor, manifest, progress=advance)
+        if work_dir is not None:
+            write_evaluation(work_dir, evaluation, model=model)
+            finalize_run_dir(work_dir, overwrite=overwrite)
+    except BaseException:
+        if work_dir is not None and work_dir.exists():
+            import shutil
+
+            shutil.rmtree(work_dir)
+        raise
+
+    summary = evaluation.summary()
+    if as_json:
+        sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2)
+                         + "\n")
+    else:
+        from rich.table import Table
+
+        console.print(f"[bold]{model.name}[/] on {manifest.name}: "
+                      f"accuracy [bold]{100 * summary['accuracy']:.1f} %[/], "
+                      f"macro-F1 [bold]{summary['macro_f1']:.3f}[/] "
+                      f"({summary['n_clips']} clips, {summary['n_skipped']} skipped)",
+                      highlight=False)
+        table = Table(header_style="bold")
+        for column in ("class", "precision", "recall", "F1", "support"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for row in evaluation.per_class():
+            table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                          f"{row['f1']:.3f}", str(row["support"]))
+        console.print(table)
+    _report_skipped(evaluation.bad_files)
+    if output is not None:
+        err_console.print(f"wrote {output}/report.md", highlight=False)

@@ -1,0 +1,463 @@
+"""The feature cache: per-clip features computed once, stored as memory-mapped arrays.
+
+Layout under the cache root (``$TYMPAN_CACHE``, else the user cache dir ``tympan/features``)::
+
+    hashes.json                      path -> (size, mtime_ns, sha256): files are rehashed
+                                     only when their size or mtime changes
+    <store>/meta.json                the extractor id (e.g. the FeatureConfig JSON)
+    <store>/index.json               content sha256 -> (shard, offset, shape); bad files
+    <store>/shards/<id>.npy          flat float32 arrays, one per write
+
+``<store>`` is a hash of the extractor id, so a different feature config (or a
+different model) gets its own store; entries are keyed by each file's content
+hash, so editing one clip recomputes that clip only. Shards are written to a
+temporary name and renamed, then the index is replaced atomically: a killed run
+leaves at most an unreferenced shard (deleted on the next run), never a half
+entry, and the next run resumes where it stopped. After a run, a dataset whose
+entries span several shards is compacted into one contiguous shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tympan.config import FeatureConfig
+from tympan.data.manifest import BadFile, Manifest
+from tympan.errors import AudioError, SilentAudioWarning
+from tympan.fileio import atomic_path, atomic_write_text, sha256_file
+
+Extract = Callable[[np.ndarray], np.ndarray]
+BatchExtract = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+_INDEX_VERSION = 1
+#: Below this many clips to decode, starting worker processes costs more than it saves.
+_MIN_CLIPS_FOR_POOL = 16
+
+
+def cache_root() -> Path:
+    """``$TYMPAN_CACHE``, else the user cache dir ``tympan/features``."""
+    env = os.environ.get("TYMPAN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("tympan")) / "features"
+
+
+def log_mel_extractor_id(config: FeatureConfig) -> str:
+    """The extractor id under which :meth:`FeatureCache.get` stores ``config``'s log-mels."""
+    return "tympan.log_mel/v1:" + config.to_json(indent=None)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX), so two runs never interleave index updates."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; atomic renames still keep files whole
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _HashCache:
+    """sha256 of file contents, remembered by (resolved path, size, mtime_ns)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.table: dict[str, list[Any]] = {}
+        self.dirty = False
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(path.read_text())
+            if isinstance(loaded, dict):
+                self.table = loaded
+
+    def sha256(self, file: Path) -> str:
+        """Content hash of ``file``; raises OSError if it cannot be read."""
+        stat = file.stat()
+        key = str(file.resolve())
+        known = self.table.get(key)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return str(known[2])
+        digest = sha256_file(file)
+        self.table[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        with _locked(self.path.with_suffix(".lock")):
+            merged: dict[str, list[Any]] = {}
+            with contextlib.suppress(OSError, ValueError):
+                merged = json.loads(self.path.read_text())
+            merged.update(self.table)
+            atomic_write_text(self.path, json.dumps(merged))
+        self.dirty = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    shard: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class _Store:
+    """One extractor's entries: shards of float32 plus a JSON index (see module doc)."""
+
+    def __init__(self, root: Path, extractor_id: str) -> None:
+        key = hashlib.sha256(extractor_id.encode()).hexdigest()[:20]
+        self.dir = root / key
+        self.shards = self.dir / "shards"
+        self.index_path = self.dir / "index.json"
+        self.lock_path = self.dir / "lock"
+        self.extractor_id = extractor_id
+        self.shards.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "meta.json"
+        if not meta.exists():
+            atomic_write_text(meta, json.dumps({"extractor_id": extractor_id}, indent=2) + "\n")
+
+    def read_index(self) -> tuple[dict[str, _Entry], dict[str, str]]:
+        """(entries, bad) as on disk; a missing or unreadable index is an empty cache."""
+        try:
+            data = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            return {}, {}
+        if data.get("version") != _INDEX_VERSION:
+            return {}, {}
+        entries = {h: _Entry(e[0], int(e[1]), tuple(int(s) for s in e[2]))
+                   for h, e in data.get("entries", {}).items()}
+        live = {h: e for h, e in entries.items() if (self.shards / e.shard).is_file()}
+        return live, dict(data.get("bad", {}))
+
+    def _write_index(self, entries: dict[str, _Entry], bad: dict[str, str]) -> None:
+        data = {
+            "version": _INDEX_VERSION,
+            "extractor_id": self.extractor_id,
+            "entries": {h: [e.shard, e.offset, list(e.shape)] for h, e in entries.items()},
+            "bad": bad,
+        }
+        atomic_write_text(self.index_path, json.dumps(data))
+
+    def _write_shard(self, arrays: Sequence[np.ndarray]) -> tuple[str, list[int]]:
+        name = f"{uuid.uuid4().hex}.npy"
+        offsets = np.cumsum([0] + [a.size for a in arrays[:-1]]).tolist()
+        flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
+        with atomic_path(self.shards / name) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, flat)
+        return name, [int(o) for o in offsets]
+
+    def add(self, items: dict[str, np.ndarray], bad: dict[str, str]) -> None:
+        """Persist computed arrays (content hash → array) and bad-file reasons, atomically."""
+        written: dict[str, _Entry] = {}
+        if items:
+            hashes = list(items)
+            name, offsets = self._write_shard([items[h] for h in hashes])
+            written = {h: _Entry(name, off, tuple(items[h].shape))
+                       for h, off in zip(hashes, offsets, strict=True)}
+        with _locked(self.lock_path):
+            entries, known_bad = self.read_index()
+            entries.update(written)
+            known_bad.update(bad)
+            self._write_index(entries, known_bad)
+
+    def compact(self, hashes: Sequence[str]) -> None:
+        """Rewrite ``hashes``' entries into one contiguous shard if they span several."""
+        with _locked(self.lock_path):
+            entries, bad = self.read_index()
+            needed = [h for h in dict.fromkeys(hashes) if h in entries]
+            if len({entries[h].shard for h in needed}) > 1:
+                arrays = [_load_entry(self.shards, entries[h]) for h in needed]
+                name, offsets = self._write_shard(arrays)
+                for h, off in zip(needed, offsets, strict=True):
+                    entries[h] = _Entry(name, off, entries[h].shape)
+                self._write_index(entries, bad)
+            referenced = {e.shard for e in entries.values()}
+            for shard in self.shards.iterdir():
+                # unreferenced shards and temp files are leftovers of compaction or of
+                # killed runs; a young one may be a concurrent run's, about to be indexed
+                if shard.name not in referenced and not _is_young(shard):
+                    shard.unlink(missing_ok=True)
+
+
+def _is_young(path: Path, seconds: float = 600.0) -> bool:
+    """Written in the last ``seconds``: may belong to a concurrent run, so keep it."""
+    with contextlib.suppress(OSError):
+        return time.time() - path.stat().st_mtime < seconds
+    return False
+
+
+def _load_entry(shards: Path, entry: _Entry) -> np.ndarray:
+    array = np.load(shards / entry.shard, mmap_mode="r")
+    return np.asarray(array[entry.offset:entry.offset + entry.size]).reshape(entry.shape)
+
+
+class CachedFeatures(Sequence[np.ndarray]):
+    """Features aligned with ``manifest.clips`` (only the clips that decoded).
+
+    ``features[i]`` is a read-only float32 view into a memory-mapped shard, e.g.
+    ``(n_mels, frames)`` for log-mels. Files that failed the full decode (e.g. NaN
+    samples) are in ``manifest.bad_files`` with their reason.
+    """
+
+    def __init__(self, manifest: Manifest, arrays: list[np.ndarray], extractor_id: str) -> None:
+        self.manifest = manifest
+        self.extractor_id = extractor_id
+        self._arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
+        return self._arrays[i]
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(a.shape) for a in self._arrays]
+
+
+def _decode(path: str, sample_rate: int, min_duration_seconds: float) -> np.ndarray | str:
+    """Worker: decode to mono float32 at ``sample_rate``; an AudioError becomes its reason."""
+    from tympan.audio import load_audio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SilentAudioWarning)  # silence is valid input
+        try:
+            return load_audio(path, sample_rate, min_duration_seconds=min_duration_seconds)
+        except AudioError as exc:
+            return exc.reason
+
+
+def _decoded(paths: list[Path], sample_rate: int, min_duration_seconds: float,
+             workers: int) -> Iterator[np.ndarray | str]:
+    """Decode ``paths`` in order; with ``workers > 1`` in a process pool, a bounded window ahead."""
+    if workers <= 1 or len(paths) < _MIN_CLIPS_FOR_POOL:
+        for p in paths:
+            yield _decode(str(p), sample_rate, min_duration_seconds)
+        return
+    from tympan.parallel import process_pool
+
+    with process_pool(workers) as pool:
+        window: deque[Future[np.ndarray | str]] = deque()
+        pending = iter(paths)
+        for p in pending:
+            window.append(pool.submit(_decode, str(p), sample_rate, min_duration_seconds))
+            if len(window) >= 4 * workers:
+                break
+        while window:
+            result = window.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                window.append(pool.submit(_decode, str(nxt), sample_rate, min_duration_seconds))
+            yield result
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
+    if not enabled or total == 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} clips/s"), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    start = time.perf_counter()
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=total, rate="-")
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:.1f}")
+
+        yield advance
+
+
+class FeatureCache:
+    """On-disk cache of per-clip features keyed by file content and extractor.
+
+    ``root`` defaults to ``$TYMPAN_CACHE``, else the user cache dir ``tympan/features``.
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._hashes = _HashCache(self.root / "hashes.json")
+
+    def get(self, manifest: Manifest, config: FeatureConfig, *, workers: int = 2,
+            progress: bool = True, min_duration_seconds: float = 0.1,
+            batch_size: int = 8) -> CachedFeatures:
+        """Log-mel ``(n_mels, frames)`` per clip of ``manifest`` under ``config``.
+
+        Missing entries are decoded (``workers`` processes) and computed in
+        batches of ``batch_size`` equal-length clips in this process.
+        """
+        from tympan.features import compute_log_mel
+
+        def batch(waves: list[np.ndarray]) -> list[np.ndarray]:
+            out: list[np.ndarray | None] = [None] * len(waves)
+            by_length: dict[int, list[int]] = {}
+            for i, w in enumerate(waves):
+                by_length.setdefault(w.shape[-1], []).append(i)
+            for idx in by_length.values():
+                specs = compute_log_mel(np.stack([waves[i] for i in idx]), config)
+                for i, spec in zip(idx, specs, strict=True):
+                    out[i] = spec
+            return [o for o in out if o is not None]
+
+        import torch
+
+        threads = torch.get_num_threads()
+        if workers > 1:
+            # the decode processes keep the other cores busy; OpenMP threads competing
+            # with them for cores cost more than they give (measured: bench/features.py)
+            torch.set_num_threads(1)
+        try:
+            return self.get_with(
+                manifest, log_mel_extractor_id(config),
+                lambda w: compute_log_mel(w, config), config.sample_rate,
+                batch=batch, workers=workers, progress=progress,
+                min_duration_seconds=min_duration_seconds, batch_size=batch_size,
+            )
+        finally:
+            torch.set_num_threads(threads)
+
+    def get_with(self, manifest: Manifest, extractor_id: str, extract: Extract,
+                 sample_rate: int, *, batch: BatchExtract | None = None, workers: int = 2,
+                 progress: bool = True, min_duration_seconds: float = 0.1,
+                 batch_size: int = 8, flush_every: int = 256) -> CachedFeatures:
+        """Features from any extractor, cached under ``extractor_id``.
+
+        ``extractor_id`` must name everything that changes the output (model,
+        weights version, front end). ``extract`` maps a mono float32 waveform
+        ``(samples,)`` at ``sample_rate`` Hz to a float32 array with fixed
+        trailing dims, e.g. ``(frames, 384)`` or ``(384,)``; ``batch``, if
+        given, maps a list of waveforms to a list of arrays (used in groups of
+        ``batch_size``). Results are persisted every ``flush_every`` clips, so
+        an interrupted run loses at most that much work. Bad files are skipped
+        and reported in the returned manifest's ``bad_files``; they never abort.
+        """
+        store = _Store(self.root, extractor_id)
+        good_clips, hashes, bad_files = [], [], list(manifest.bad_files)
+        for clip in manifest.clips:
+            try:
+                hashes.append(self._hashes.sha256(clip.path))
+                good_clips.append(clip)
+            except OSError as exc:
+                bad_files.append(BadFile(clip.path, f"cannot read file ({exc.strerror or exc})"))
+        self._hashes.save()
+
+        entries, known_bad = store.read_index()
+        todo: dict[str, Path] = {}
+        for clip, h in zip(good_clips, hashes, strict=True):
+            if h not in entries and h not in known_bad and h not in todo:
+                todo[h] = clip.path
+        self._compute(store, todo, extract, batch, sample_rate, workers=workers,
+                      progress=progress, min_duration_seconds=min_duration_seconds,
+                      batch_size=batch_size, flush_every=flush_every,
+                      label=f"features {manifest.name}")
+
+        store.compact(hashes)
+        entries, known_bad = store.read_index()
+        clips, arrays, maps = [], [], {}
+        for clip, h in zip(good_clips, hashes, strict=True):
+            if h in known_bad:
+                bad_files.append(BadFile(clip.path, known_bad[h]))
+                continue
+            entry = entries[h]
+            if entry.shard not in maps:
+                maps[entry.shard] = np.load(store.shards / entry.shard, mmap_mode="r")
+            view = maps[entry.shard][entry.offset:entry.offset + entry.size].reshape(entry.shape)
+            clips.append(clip)
+            arrays.append(view)
+        result = Manifest(clips, name=manifest.name, root=manifest.root, bad_files=bad_files)
+        return CachedFeatures(result, arrays, extractor_id)
+
+    def _compute(self, store: _Store, todo: dict[str, Path], extract: Extract,
+                 batch: BatchExtract | None, sample_rate: int, *, workers: int, progress: bool,
+                 min_duration_seconds: float, batch_size: int, flush_every: int,
+                 label: str) -> None:
+        if not todo:
+            return
+        hashes, paths = list(todo), list(todo.values())
+        done: dict[str, np.ndarray] = {}
+        bad: dict[str, str] = {}
+        waiting: list[tuple[str, np.ndarray]] = []
+
+        def run_batch() -> None:
+            if not waiting:
+                return
+            waves = [w for _, w in waiting]
+            outs = batch(waves) if batch is not None else [extract(w) for w in waves]
+            for (h, _), out in zip(waiting, outs, strict=True):
+                done[h] = np.ascontiguousarray(out, dtype=np.float32)
+            waiting.clear()
+
+        def flush() -> None:
+            run_batch()
+            if done or bad:
+                store.add(done, bad)
+                done.clear()
+                bad.clear()
+
+        with _progress_bar(progress, len(hashes), label) as advance:
+            decoded = _decoded(paths, sample_rate, min_duration_seconds, workers)
+            for count, (h, result) in enumerate(zip(hashes, decoded, strict=True), start=1):
+                if isinstance(result, str):
+                    bad[h] = result
+                else:
+                    waiting.append((h, result))
+                    if len(waiting) >= batch_size:
+                        run_batch()
+                advance(1)
+                if count % flush_every == 0:
+                    flush()
+            flush()
+
+    def clear(self) -> None:
+        """Delete every cached entry under this root (the folder itself stays)."""
+        import shutil
+
+        for child in self.root.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        self._hashes = _HashCache(self.root / "hashes.json")
+

@@ -1,0 +1,457 @@
+"""Inference with a trained model: audio in, clip probabilities out.
+
+Staged like Hugging Face pipelines: :meth:`Predictor.preprocess` (decode at the
+model's rate → log-mel), :meth:`Predictor.forward` (patches → network →
+softmax → mean per clip), :meth:`Predictor.postprocess` (top-k labels). The
+clip rule, "a clip's probabilities are the mean of its patches' softmaxes", is
+:func:`clip_probabilities`; training's validation uses the same function, so
+the numbers a run reports are the numbers prediction gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tympan.audio import AUDIO_EXTENSIONS, load_audio
+from tympan.config import FeatureConfig
+from tympan.data.manifest import BadFile, Manifest
+from tympan.errors import AudioError, DatasetError
+from tympan.features import LogMel, split_patches
+from tympan.modelfile import LoadedModel, ModelMetadata
+
+T = TypeVar("T")
+
+#: What :meth:`Predictor.predict_proba` accepts: a path, or a mono waveform at the model's rate.
+Item = str | Path | np.ndarray | Tensor
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` picks CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def clip_patches(
+    specs: Sequence[Tensor | np.ndarray] | Tensor, config: FeatureConfig
+) -> tuple[Tensor, np.ndarray]:
+    """Cut each clip's log-mel ``(n_mels, frames)`` into patches, all clips stacked.
+
+    Returns ``(n_patches_total, n_mels, patch_frames)`` float32 and, per patch,
+    the index of its clip ``(n_patches_total,)`` int64 (clips may differ in
+    length). Patching is :func:`tympan.features.split_patches` with the
+    config's patch size and hop (a clip shorter than a patch is padded).
+    """
+    pieces: list[Tensor] = []
+    owners: list[np.ndarray] = []
+    for i, spec in enumerate(specs):
+        # a copy: cached spectrograms are read-only memmap views
+        spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
+        if spec_t.ndim != 2:
+            raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "
+                             f"{tuple(spec_t.shape)}")
+        patches = split_patches(spec_t, config.patch_frames, config.patch_hop_frames)
+        assert isinstance(patches, Tensor)
+        pieces.append(patches)
+        owners.append(np.full(patches.shape[0], i, dtype=np.int64))
+    if not pieces:
+        raise ValueError("no spectrograms given")
+    return torch.cat(pieces), np.concatenate(owners)
+
+
+def clip_mean(patch_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
+    """Average ``(n_patches, n_classes)`` probabilities per clip → ``(n_clips, n_classes)``.
+
+    ``clip_index[k]`` is the clip patch ``k`` belongs to; sums run in float64,
+    the result is float32. A clip without patches gets a row of zeros.
+    """
+    patch_probs = np.asarray(patch_probs)
+    clip_index = np.asarray(clip_index, dtype=np.int64)
+    if clip_index.shape != (patch_probs.shape[0],):
+        raise ValueError(f"clip_index has shape {clip_index.shape}, expected "
+                         f"({patch_probs.shape[0]},): one clip per patch row")
+    sums = np.zeros((n_clips, patch_probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, clip_index, patch_probs)
+    counts = np.bincount(clip_index, minlength=n_clips)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+@torch.no_grad()
+def patch_probabilities(model: nn.Module, patches: Tensor, *, batch_size: int = 64) -> np.ndarray:
+    """Softmax of ``model`` over ``(n_patches, n_mels, patch_frames)``, ``batch_size`` at a time.
+
+    Runs on the model's device (the model's mode is left as it is: call
+    ``model.eval()`` first); returns ``(n_patches, n_classes)`` float32.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = _model_device(model)
+    out = []
+    for start in range(0, patches.shape[0], batch_size):
+        logits = model(patches[start:start + batch_size].to(device))
+        out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def clip_probabilities(
+    model: nn.Module,
+    specs: Sequence[Tensor | np.ndarray] | Tensor,
+    config: FeatureConfig,
+    *,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Clip probabilities ``(n_clips, n_classes)`` float32: the mean of each clip's patch softmaxes.
+
+    ``specs`` are clip log-mels ``(n_mels, frames)`` (lengths may differ) or a
+    ``(n_clips, n_mels, frames)`` tensor; ``batch_size`` is patches per forward
+    pass. The one definition training, cross-validation and prediction share.
+    """
+    patches, clip_index = clip_patches(specs, config)
+    probs = patch_probabilities(model, patches, batch_size=batch_size)
+    return clip_mean(probs, clip_index, int(clip_index.max()) + 1)
+
+
+@dataclass
+class Prediction:
+    """One file's outcome: clip probabilities ``(n_classes,)``, or the reason it was skipped."""
+
+    path: Path
+    classes: list[str]
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.probabilities is not None
+
+    @property
+    def label(self) -> str | None:
+        """The most probable class (None for a skipped file)."""
+        top = self.top(1)
+        return top[0][0] if top else None
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable ``(label, probability)`` pairs, best first."""
+        if self.probabilities is None:
+            return []
+        return top_k(self.probabilities, self.classes, k)
+
+    def to_dict(self, k: int = 3) -> dict[str, Any]:
+        if not self.ok:
+            return {"path": str(self.path), "error": self.error}
+        return {"path": str(self.path), "label": self.label,
+                "top": [{"label": name, "probability": p} for name, p in self.top(k)]}
+
+
+def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` largest entries of ``(n_classes,)`` probabilities as ``(label, p)``, best first.
+
+    Ties keep class order (a stable sort), so the result is deterministic.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+class Predictor:
+    """Run a model on files or waveforms, batching patches across clips.
+
+    ``batch_size`` is patches per forward pass. The front end is the model
+    file's :class:`FeatureConfig`, so a file at any rate is decoded and
+    resampled to the rate the model was trained at.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        *,
+        min_duration_seconds: float = 0.1,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.loaded = loaded
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.min_duration_seconds = min_duration_seconds
+        self.classes = loaded.classes
+        self.feature_config = loaded.feature_config
+        self.model = loaded.model.to(self.device).eval()
+        self.frontend = LogMel(self.feature_config).to(self.device)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        classes: Sequence[str],
+        feature_config: FeatureConfig,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+    ) -> Predictor:
+        """A predictor around an in-memory model (e.g. right after ``fit``)."""
+        metadata = ModelMetadata(labels=list(classes),
+                                 model_name=str(getattr(model, "model_name", type(model).__name__)),
+                                 feature_config=feature_config.to_dict())
+        return cls(LoadedModel(model, metadata), device=device, batch_size=batch_size)
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def load(self, item: Item) -> np.ndarray:
+        """A mono float32 waveform ``(samples,)`` at the model's rate.
+
+        Raises:
+            AudioError: a path that cannot be decoded or is too short.
+            ValueError: an array that is not 1-D, empty, or not finite.
+        """
+        if isinstance(item, str | Path):
+            return load_audio(item, self.feature_config.sample_rate,
+                              min_duration_seconds=self.min_duration_seconds)
+        wave = item.detach().cpu().numpy() if isinstance(item, Tensor) else np.asarray(item)
+        if wave.ndim != 1:
+            raise ValueError(f"expected a mono waveform (samples,), got shape {wave.shape}; "
+                             "mix channels down first (tympan.audio.to_mono)")
+        if wave.size == 0:
+            raise ValueError("empty waveform")
+        if not np.isfinite(wave).all():
+            raise ValueError("waveform contains NaN or infinite samples")
+        return np.ascontiguousarray(wave, dtype=np.float32)
+
+    def preprocess(self, item: Item) -> Tensor:
+        """Log-mel ``(n_mels, frames)`` of one path or waveform, on the predictor's device."""
+        wave = torch.from_numpy(self.load(item)).to(self.device)
+        with torch.no_grad():
+            return self.frontend(wave)
+
+    def forward(self, specs: Sequence[Tensor]) -> np.ndarray:
+        """Clip probabilities ``(len(specs), n_classes)`` float32 for log-mel specs."""
+        return clip_probabilities(self.model, specs, self.feature_config,
+                                  batch_size=self.batch_size)
+
+    def postprocess(self, probabilities: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(label, probability)`` per row of ``(n, n_classes)`` probabilities."""
+        return [top_k(row, self.classes, k) for row in probabilities]
+
+    # -- whole pipeline -------------------------------------------------------------------
+
+    def _chunks(self, items: Sequence[T]) -> Iterator[Sequence[T]]:
+        # Bounds memory: only one chunk of clips' spectrograms is alive at a time.
+        step = max(1, self.batch_size)
+        for start in range(0, len(items), step):
+            yield items[start:start + step]
+
+    def predict_proba(self, items: Iterable[Item]) -> np.ndarray:
+        """Clip probabilities ``(n_items, n_classes)`` for paths or mono waveforms.
+
+        Raises:
+            AudioError: a path cannot be decoded (use :meth:`predict_files` to skip).
+            ValueError: an array is not a usable mono waveform.
+        """
+        items = list(items)
+        if not items:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        rows = [self.forward([self.preprocess(item) for item in chunk])
+                for chunk in self._chunks(items)]
+        return np.concatenate(rows)
+
+    def predict(self, items: Iterable[Item]) -> list[str]:
+        """The most probable label per item."""
+        probabilities = self.predict_proba(items)
+        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+
+    def predict_files(
+        self, paths: Iterable[str | Path], *, progress: Any = None
+    ) -> list[Prediction]:
+        """Predict every file; one that cannot be decoded is returned with its reason, not raised.
+
+        ``progress`` (optional) is called with the number of files finished after each chunk.
+        """
+        files = [Path(p) for p in paths]
+        results: list[Prediction] = []
+        for chunk in self._chunks(files):
+            specs: list[Tensor] = []
+            slots: list[int] = []
+            for path in chunk:
+                try:
+                    specs.append(self.preprocess(path))
+                except AudioError as exc:
+                    results.append(Prediction(path, self.classes, error=exc.reason))
+                    continue
+                except ValueError as exc:  # e.g. too few samples for the front end's padding
+                    results.append(Prediction(path, self.classes, error=str(exc)))
+                    continue
+                slots.append(len(results))
+                results.append(Prediction(path, self.classes))
+            if specs:
+                for slot, row in zip(slots, self.forward(specs), strict=True):
+                    results[slot].probabilities = row
+            if progress is not None:
+                progress(len(chunk))
+        return results
+
+
+def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[BadFile]]:
+    """Expand files and folders (recursively, audio extensions only) into a file list.
+
+    A file named explicitly is kept whatever its extension (decoding decides);
+    a missing path or a folder without audio comes back as a :class:`BadFile`.
+    """
+    files: list[Path] = []
+    bad: list[BadFile] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                bad.append(BadFile(path, "folder holds no audio files "
+                                         f"({', '.join(sorted(AUDIO_EXTENSIONS))})"))
+            candidates = found
+        elif path.exists():
+            candidates = [path]
+        else:
+            bad.append(BadFile(path, "no such file or folder"))
+            candidates = []
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(candidate)
+    return files, bad
+
+
+@dataclass
+class Evaluation:
+    """A saved model scored on labelled clips.
+
+    ``y_true`` ``(n_clips,)`` indexes the model's ``classes``; ``probabilities``
+    is ``(n_clips, n_classes)``. Metrics cover the classes present in the data
+    or predicted, so a model with more classes than the data is not penalised
+    for classes the data never shows.
+    """
+
+    classes: list[str]
+    paths: list[Path]
+    y_true: np.ndarray
+    probabilities: np.ndarray
+    bad_files: list[BadFile] = field(default_factory=list)
+    dataset: str = "dataset"
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def label_ids(self) -> np.ndarray:
+        """Model class ids that occur in the data or the predictions, sorted."""
+        return np.union1d(self.y_true, self.y_pred).astype(np.int64)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.classes[i] for i in self.label_ids]
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.y_true == self.y_pred).mean()) if len(self.y_true) else 0.0
+
+    @property
+    def macro_f1(self) -> float:
+        """Macro-F1 over the classes present in the data."""
+        present = np.unique(self.y_true)
+        rows = self._prfs(present)
+        return float(np.mean(rows[2])) if len(present) else 0.0
+
+    def _prfs(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        from sklearn.metrics import precision_recall_fscore_support
+
+        return precision_recall_fscore_support(  # type: ignore[no-any-return]
+            self.y_true, self.y_pred, labels=labels, zero_division=0)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Precision, recall, F1 and support per class (classes in data or predictions)."""
+        precision, recall, f1, support = self._prfs(self.label_ids)
+        return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
+                 "support": int(s)}
+                for name, p, r, f, s in zip(self.label_names, precision, recall, f1, support,
+                                            strict=True)]
+
+    def confusion(self, normalize: bool = False) -> np.ndarray:
+        """Confusion over :attr:`label_names` (rows = true class), optionally row-normalised."""
+        from sklearn.metrics import confusion_matrix
+
+        matrix = confusion_matrix(self.y_true, self.y_pred, labels=self.label_ids)
+        if not normalize:
+            return matrix
+        totals = matrix.sum(axis=1, keepdims=True)
+        return np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "n_clips": int(len(self.y_true)),
+                "n_skipped": len(self.bad_files), "accuracy": self.accuracy,
+                "macro_f1": self.macro_f1, "n_classes_model": len(self.classes),
+                "n_classes_data": int(len(np.unique(self.y_true)))}
+
+
+def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = None) -> Evaluation:
+    """Score ``predictor`` on a labelled manifest; undecodable clips join its bad files.
+
+    Raises:
+        DatasetError: the data holds labels the model does not know, or no clip decodes.
+    """
+    where = manifest.root or manifest.name
+    unknown = sorted(set(manifest.classes) - set(predictor.classes))
+    if unknown:
+        raise DatasetError(
+            f"{where}: label(s) not in the model: {', '.join(unknown)} "
+            f"(the model knows {len(predictor.classes)}: {', '.join(predictor.classes)})"
+        )
+    index = {name: i for i, name in enumerate(predictor.classes)}
+    predictions = predictor.predict_files(manifest.paths, progress=progress)
+    bad = list(manifest.bad_files)
+    kept_paths, labels, rows = [], [], []
+    for clip, prediction in zip(manifest.clips, predictions, strict=True):
+        if prediction.probabilities is None:
+            bad.append(BadFile(clip.path, prediction.error or "could not be decoded"))
+            continue
+        kept_paths.append(clip.path)
+        labels.append(index[clip.label])
+        rows.append(prediction.probabilities)
+    if not rows:
+        raise DatasetError(f"{where}: no clip could be decoded ({len(bad)} skipped)")
+    return Evaluation(classes=list(predictor.classes), paths=kept_paths,
+                      y_true=np.array(labels, dtype=np.int64), probabilities=np.stack(rows),
+                      bad_files=bad, dataset=manifest.name)
+
+
+__all__ = [
+    "Evaluation",
+    "Item",
+    "Prediction",
+    "Predictor",
+    "clip_patches",
+    "clip_probabilities",
+    "collect_audio_files",
+    "evaluate_model",
+    "clip_mean",
+    "patch_probabilities",
+    "resolve_device",
+    "top_k",
+]

@@ -1,0 +1,261 @@
+"""``tympan predict`` and ``tympan evaluate`` end to end, with models made in the tests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synth
+import torch
+from conftest import TINY_CLASSES, tiny_features, tiny_model
+from typer.testing import CliRunner
+
+from tympan.cli import app, main
+from tympan.errors import DatasetError, ModelFileError
+from tympan.features import compute_log_mel
+from tympan.modelfile import make_metadata, save_model
+from tympan.predict import clip_patches
+
+RATE = 16000
+runner = CliRunner()
+
+
+def _sound(label: str, seed: int, rate: int = RATE) -> np.ndarray:
+    """One clip of a class, varied by seed: gain, frequency and length change."""
+    rng = np.random.default_rng(seed)
+    seconds = float(rng.uniform(0.6, 0.9))
+    gain = float(rng.uniform(0.2, 0.9))
+    if label == "tone":
+        wave = synth.tone(float(rng.uniform(300, 3000)), seconds, rate)
+    elif label == "click":
+        wave = synth.click_train(float(rng.uniform(6, 20)), seconds, rate)
+    else:
+        wave = synth.noise_burst(seconds, rate, seed=seed)
+    return (gain * wave / np.abs(wave).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cnn-s trained for a few seconds to tell clicks, noise and tones apart."""
+    config = tiny_features()
+    torch.manual_seed(0)
+    specs, labels = [], []
+    for label_id, label in enumerate(TINY_CLASSES):
+        for seed in range(4):
+            specs.append(compute_log_mel(_sound(label, 100 + seed), config))
+            labels.append(label_id)
+    patches, owner = clip_patches(specs, config)
+    targets = torch.as_tensor(np.array(labels)[owner])
+    model = tiny_model(len(TINY_CLASSES)).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.03)
+    for _ in range(40):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(patches), targets)
+        loss.backward()
+        optimiser.step()
+    metadata = make_metadata(model.eval(), TINY_CLASSES, config, train_config={"steps": 40})
+    folder = tmp_path_factory.mktemp("trained")
+    return save_model(folder / "trained.safetensors", model, metadata)
+
+
+@pytest.fixture
+def clips(tmp_path: Path) -> dict[Path, str]:
+    """Held-out files (a subfolder, other rates, stereo) and the class each one is."""
+    files = {
+        synth.write(tmp_path / "in" / "tone1.wav", _sound("tone", 1), RATE): "tone",
+        synth.write(tmp_path / "in" / "sub" / "noise1.flac", _sound("noise", 2), RATE): "noise",
+        synth.write(tmp_path / "in" / "click1.wav", _sound("click", 3, 44100), 44100): "click",
+        synth.write(tmp_path / "in" / "sub" / "tone2.wav", _sound("tone", 4, 22050), 22050,
+                    channels=2): "tone",
+    }
+    return files
+
+
+@pytest.fixture
+def junk(tmp_path: Path) -> Path:
+    path = tmp_path / "in" / "junk.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not audio at all")
+    return path
+
+
+def _json(stdout: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(stdout)  # type: ignore[no-any-return]
+
+
+# -- predict ----------------------------------------------------------------------------------
+
+
+def test_predict_json_labels_a_folder_correctly(trained_model_file: Path, clips: dict[Path, str],
+                                                junk: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(trained_model_file), str(tmp_path / "in"),
+                                 "--json", "--top-k", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    document = _json(result.stdout)
+    assert document["classes"] == TINY_CLASSES
+    predicted = {Path(p["path"]): p for p in document["predictions"]}
+    assert set(predicted) == set(clips)  # recursive; the junk file is not a prediction
+    for path, truth in clips.items():
+        entry = predicted[path]
+        assert entry["label"] == truth, (path, entry)
+        probabilities = [t["probability"] for t in entry["top"]]
+        assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
+    assert [s["path"] for s in document["skipped"]] == [str(junk)]
+    assert "not an audio file" in document["skipped"][0]["reason"]
+    assert "junk.wav" in result.stderr  # and the user is told
+
+
+def test_predict_table_lists_files_and_labels(trained_model_file: Path,
+                                              clips: dict[Path, str], tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "160")
+    result = runner.invoke(app, ["predict", str(trained_model_file), "in", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for path in clips:
+        assert path.name in result.stdout
+    assert "#3" in result.stdout and "#4" not in result.stdout
+    line = next(ln for ln in result.stdout.splitlines() if "tone1.wav" in ln)
+    assert line.split("│")[2].split()[0] == "tone"
+
+
+def test_predict_csv_has_one_row_per_file_and_rank(tiny_model_file: Path,
+                                                   clips: dict[Path, str]) -> None:
+    paths = [str(p) for p in clips]
+    result = runner.invoke(app, ["predict", str(tiny_model_file), *paths, "--csv", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 3 * len(paths)
+    assert {r["rank"] for r in rows} == {"1", "2", "3"}
+    assert {r["label"] for r in rows} == set(TINY_CLASSES)
+
+
+def test_predict_writes_an_output_file_and_refuses_to_overwrite(
+        tiny_model_file: Path, clips: dict[Path, str], tmp_path: Path) -> None:
+    out = tmp_path / "predictions.json"
+    args = ["predict", str(tiny_model_file), str(tmp_path / "in"), "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(_json(out.read_text())["predictions"]) == len(clips)
+    before = out.read_text()
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "already exists" in refused.stderr
+    assert out.read_text() == before
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_predict_output_needs_a_known_format(tiny_model_file: Path, clips: dict[Path, str],
+                                             tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(tiny_model_file), str(tmp_path / "in"),
+                                 "-o", str(tmp_path / "out.txt")])
+    assert result.exit_code == 2 and "--json or --csv" in result.stderr
+
+
+def test_strict_fails_when_a_file_was_skipped(tiny_model_file: Path, clips: dict[Path, str],
+                                              junk: Path, tmp_path: Path) -> None:
+    args = ["predict", str(tiny_model_file), str(tmp_path / "in"), "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, [*args, "--strict"]).exit_code == 1
+
+
+def test_predict_with_no_usable_file_fails(tiny_model_file: Path, junk: Path,
+                                           tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(tiny_model_file), str(junk),
+                                 str(tmp_path / "missing.wav")])
+    assert result.exit_code == 1
+    assert "no such file" in result.stderr and "no file could be predicted" in result.stderr
+
+
+def test_predict_with_a_foreign_model_is_a_clear_error(clips: dict[Path, str],
+                                                       tmp_path: Path) -> None:
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(b"\x00" * 64)
+    result = runner.invoke(app, ["predict", str(fake), str(tmp_path / "in")])
+    assert isinstance(result.exception, ModelFileError)
+    assert str(fake) in str(result.exception)
+
+
+def test_console_script_prints_parseable_json(tiny_model_file: Path, clips: dict[Path, str],
+                                             tmp_path: Path) -> None:
+    tympan = Path(sys.executable).parent / "tympan"
+    env = {**os.environ, "COLUMNS": "60"}  # a narrow terminal must not wrap the JSON
+    done = subprocess.run([str(tympan), "predict", str(tiny_model_file), str(tmp_path / "in"),
+                           "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["predictions"]) == len(clips)
+
+
+def test_entry_point_turns_errors_into_a_message_and_exit_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "none.safetensors"
+    monkeypatch.setattr(sys, "argv", ["tympan", "predict", str(missing), str(tmp_path)])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "no such model file" in err and "Traceback" not in err
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def labelled(tmp_path: Path) -> Path:
+    """A folder-per-class dataset of held-out clips, plus one corrupt file."""
+    root = tmp_path / "labelled"
+    for label in TINY_CLASSES:
+        for seed in range(2):
+            synth.write(root / label / f"{seed}.wav", _sound(label, 200 + seed), RATE)
+    (root / "tone" / "broken.wav").write_bytes(b"RIFF" + bytes(40))
+    return root
+
+
+def test_evaluate_prints_metrics_and_writes_a_report(trained_model_file: Path, labelled: Path,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(trained_model_file), str(labelled), "-o",
+                                 str(out), "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = _json(result.stdout)
+    assert summary["n_clips"] == 6 and summary["n_skipped"] == 1
+    assert summary["accuracy"] == 1.0
+    assert [r["class"] for r in summary["per_class"]] == TINY_CLASSES
+    assert {p.name for p in out.iterdir()} == {
+        "metrics.json", "per_class.csv", "confusion.png", "predictions.csv", "skipped.txt",
+        "skipped.csv", "report.md"}
+    assert _json((out / "metrics.json").read_text())["accuracy"] == summary["accuracy"]
+    assert "broken.wav" in (out / "skipped.txt").read_text()
+    assert not list(tmp_path.glob(".eval*"))  # no work folder left behind
+
+    refused = runner.invoke(app, ["evaluate", str(trained_model_file), str(labelled), "-o",
+                                  str(out)])
+    assert "already exists" in str(refused.exception)
+
+
+def test_evaluate_table_output(trained_model_file: Path, labelled: Path) -> None:
+    result = runner.invoke(app, ["evaluate", str(trained_model_file), str(labelled)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.stdout and "macro-F1" in result.stdout
+    for label in TINY_CLASSES:
+        assert label in result.stdout
+    assert "broken.wav" in result.stderr
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(tiny_model_file: Path,
+                                                         tmp_path: Path) -> None:
+    root = tmp_path / "other"
+    synth.write(root / "tone" / "a.wav", _sound("tone", 1), RATE)
+    synth.write(root / "dog" / "a.wav", _sound("noise", 1), RATE)
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(tiny_model_file), str(root), "-o", str(out)])
+    assert isinstance(result.exception, DatasetError)
+    assert "not in the model: dog" in str(result.exception)
+    assert not out.exists() and not list(tmp_path.glob(".eval*"))  # nothing half-written

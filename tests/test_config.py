@@ -1,0 +1,62 @@
+"""FeatureConfig / AudioConfig: JSON round trip, unknown keys, validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tympan.config import EFFICIENTAT_FEATURES, SEED_FEATURES, AudioConfig, FeatureConfig
+
+
+@pytest.mark.parametrize("config", [SEED_FEATURES, EFFICIENTAT_FEATURES, AudioConfig()])
+def test_json_round_trip(config, tmp_path):
+    assert type(config).from_json(config.to_json()) == config
+    path = tmp_path / "config.json"
+    config.save(path)
+    assert type(config).load(path) == config
+
+
+def test_seed_defaults_are_the_seed_front_end():
+    c = SEED_FEATURES
+    assert (c.sample_rate, c.n_fft, c.hop_samples, c.n_mels) == (44100, 1024, 1024, 128)
+    assert (c.f_min_hz, c.f_max, c.top_db, c.amin, c.ref) == (0.0, 22050.0, 80.0, 1e-10, 1.0)
+    assert c.patch_frames == 128 and c.patch_seconds == pytest.approx(128 * 1024 / 44100)
+
+
+def test_json_ints_become_floats_and_none_survives():
+    data = json.loads(SEED_FEATURES.to_json())
+    data["f_min_hz"] = 20
+    config = FeatureConfig.from_dict(data)
+    assert config.f_min_hz == 20.0 and isinstance(config.f_min_hz, float)
+    assert config.f_max_hz is None
+
+
+def test_unknown_keys_are_rejected_by_name():
+    data = json.loads(SEED_FEATURES.to_json())
+    data["hop_lenght"] = 512
+    with pytest.raises(ValueError, match="hop_lenght"):
+        FeatureConfig.from_dict(data)
+
+
+def test_non_object_json_is_rejected():
+    with pytest.raises(ValueError, match="JSON object"):
+        FeatureConfig.from_json("[1, 2]")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"sample_rate": 0}, "sample_rate"),
+    ({"f_max_hz": 30000.0}, "Nyquist"),
+    ({"win_samples": 2048}, "win_samples"),
+    ({"n_mels": 0}, "n_mels"),
+    ({"patch_frames": 0}, "patch_frames"),
+    ({"norm_scale": 0.0}, "norm_scale"),
+])
+def test_invalid_values_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SEED_FEATURES.replace(**changes)
+
+
+def test_configs_are_hashable_and_compare_by_value():
+    assert SEED_FEATURES.replace(n_mels=64) == FeatureConfig(n_mels=64)
+    assert len({SEED_FEATURES, FeatureConfig(), EFFICIENTAT_FEATURES}) == 2

@@ -1,0 +1,236 @@
+"""Prediction: clip probabilities from files or waveforms, bad files skipped with reasons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synth
+import torch
+from conftest import TINY_CLASSES, tiny_features, tiny_model
+
+from tympan.audio import resample
+from tympan.data.manifest import BadFile, Clip, Manifest
+from tympan.errors import AudioError, DatasetError
+from tympan.features import compute_log_mel
+from tympan.modelfile import load_model
+from tympan.predict import (
+    Evaluation,
+    Predictor,
+    clip_mean,
+    clip_patches,
+    clip_probabilities,
+    collect_audio_files,
+    evaluate_model,
+    top_k,
+)
+
+RATE = 16000
+
+
+def _waves() -> list[np.ndarray]:
+    return [synth.tone(440, 1.0, RATE), synth.chirp(200, 4000, 1.3, RATE),
+            synth.noise_burst(0.7, RATE, seed=3), synth.click_train(8, 0.2, RATE)]
+
+
+# -- the clip rule ----------------------------------------------------------------------------
+
+
+def test_clip_probabilities_are_the_mean_of_patch_softmaxes() -> None:
+    model, config = tiny_model(), tiny_features()
+    specs = [compute_log_mel(w, config) for w in _waves()]
+    probs = clip_probabilities(model, specs, config, batch_size=5)
+    assert probs.shape == (4, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        for spec, row in zip(specs, probs, strict=True):
+            patches, _ = clip_patches([spec], config)
+            expected = torch.softmax(model(patches), dim=1).mean(dim=0).numpy()
+            np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_patches_cover_clips_of_any_length() -> None:
+    config = tiny_features()
+    specs = [np.zeros((32, 10)), np.zeros((32, 32)), np.zeros((32, 70))]
+    patches, owner = clip_patches(specs, config)
+    assert patches.shape[1:] == (32, 32)
+    # short clip: padded to one patch; 70 frames: starts 0, 16, 32 and an end-aligned 38
+    assert np.bincount(owner).tolist() == [1, 1, 4]
+
+
+def test_clip_mean_averages_rows_per_clip() -> None:
+    probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8]])
+    out = clip_mean(probs, np.array([0, 0, 1]), 2)
+    np.testing.assert_allclose(out, [[0.5, 0.5], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="one clip per patch"):
+        clip_mean(probs, np.array([0, 1]), 2)
+
+
+def test_top_k_is_sorted_and_stable_on_ties() -> None:
+    assert top_k(np.array([0.2, 0.5, 0.3]), ["a", "b", "c"], 2) == [("b", 0.5), ("c", 0.3)]
+    assert [n for n, _ in top_k(np.array([0.25] * 4), ["a", "b", "c", "d"], 4)] == list("abcd")
+    with pytest.raises(ValueError):
+        top_k(np.array([1.0]), ["a"], 0)
+
+
+# -- the Predictor ----------------------------------------------------------------------------
+
+
+def test_save_load_predict_gives_identical_probabilities(tiny_model_file: Path) -> None:
+    in_memory = Predictor.from_model(tiny_model(), TINY_CLASSES, tiny_features(), device="cpu")
+    from_file = Predictor(load_model(tiny_model_file), device="cpu")
+    waves = _waves()
+    np.testing.assert_array_equal(in_memory.predict_proba(waves), from_file.predict_proba(waves))
+
+
+def test_batch_size_does_not_change_the_answer(tiny_model_file: Path) -> None:
+    loaded = load_model(tiny_model_file)
+    small = Predictor(loaded, device="cpu", batch_size=1).predict_proba(_waves())
+    large = Predictor(loaded, device="cpu", batch_size=256).predict_proba(_waves())
+    np.testing.assert_allclose(small, large, rtol=1e-5, atol=1e-6)
+
+
+def test_paths_and_arrays_give_the_same_answer(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    wave = synth.chirp(300, 3000, 1.0, RATE)
+    path = synth.write(tmp_path / "c.wav", wave, RATE, subtype="FLOAT")
+    np.testing.assert_array_equal(predictor.predict_proba([path]), predictor.predict_proba([wave]))
+
+
+def test_a_file_at_another_sample_rate_is_resampled(tiny_model_file: Path,
+                                                    tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    wave_44k = synth.chirp(300, 3000, 1.0, 44100)
+    path = synth.write(tmp_path / "c44k.wav", wave_44k, 44100, subtype="FLOAT")
+    from_file = predictor.predict_proba([path])
+    expected = predictor.predict_proba([resample(wave_44k, 44100, RATE)])
+    np.testing.assert_allclose(from_file, expected, rtol=1e-5, atol=1e-6)
+    # and the answer is close to the same sound synthesised at the model's rate
+    native = predictor.predict_proba([synth.chirp(300, 3000, 1.0, RATE)])
+    np.testing.assert_allclose(from_file, native, atol=0.02)
+
+
+def test_stereo_file_is_mixed_to_mono(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    wave = synth.tone(1000, 0.8, RATE)
+    stereo = synth.write(tmp_path / "s.wav", wave, RATE, channels=2, subtype="FLOAT")
+    np.testing.assert_array_equal(predictor.predict_proba([stereo]),
+                                  predictor.predict_proba([wave]))
+
+
+def test_predict_returns_labels(tiny_model_file: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    probs = predictor.predict_proba(_waves())
+    assert predictor.predict(_waves()) == [TINY_CLASSES[i] for i in probs.argmax(axis=1)]
+    assert predictor.predict_proba([]).shape == (0, 3)
+    top = predictor.postprocess(probs, 2)
+    assert [len(t) for t in top] == [2] * 4
+    assert top[0][0][0] == TINY_CLASSES[int(probs[0].argmax())]
+
+
+def test_predict_proba_raises_on_a_bad_path(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    junk = tmp_path / "junk.wav"
+    junk.write_text("not audio")
+    with pytest.raises(AudioError, match="junk.wav"):
+        predictor.predict_proba([junk])
+
+
+@pytest.mark.parametrize(("wave", "message"), [
+    (np.zeros((2, 16000), np.float32), "mono"),
+    (np.zeros(0, np.float32), "empty"),
+    (np.full(16000, np.nan, np.float32), "NaN"),
+])
+def test_unusable_arrays_are_value_errors(tiny_model_file: Path, wave: np.ndarray,
+                                          message: str) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    with pytest.raises(ValueError, match=message):
+        predictor.predict_proba([wave])
+
+
+def test_predict_files_skips_bad_files_with_reasons(tiny_model_file: Path,
+                                                    bad_folder: synth.BadFolder) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu", batch_size=4)
+    paths = [*bad_folder.good, *bad_folder.bad, bad_folder.root / "missing.wav"]
+    results = predictor.predict_files(paths)
+    assert [r.path for r in results] == paths  # order kept, nothing dropped silently
+    for result in results[:len(bad_folder.good)]:
+        assert result.ok and result.error is None
+        assert result.probabilities is not None
+        assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+        assert result.label in TINY_CLASSES
+    for result, fragment in zip(results[len(bad_folder.good):],
+                                [*bad_folder.bad.values(), "no such file"], strict=True):
+        assert not result.ok and result.label is None and result.top() == []
+        assert fragment.lower() in (result.error or "").lower()
+        assert result.to_dict() == {"path": str(result.path), "error": result.error}
+
+
+def test_predict_files_reports_progress(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu", batch_size=2)
+    paths = [synth.write(tmp_path / f"{i}.wav", synth.tone(300 + 100 * i, 0.3, RATE), RATE)
+             for i in range(5)]
+    done: list[int] = []
+    predictor.predict_files(paths, progress=done.append)
+    assert sum(done) == 5
+
+
+# -- collecting files -------------------------------------------------------------------------
+
+
+def test_collect_audio_files_walks_folders(tmp_path: Path) -> None:
+    wave = synth.tone(440, 0.2, RATE)
+    a = synth.write(tmp_path / "d" / "a.wav", wave, RATE)
+    b = synth.write(tmp_path / "d" / "sub" / "b.flac", wave, RATE)
+    synth.write(tmp_path / "d" / ".hidden" / "c.wav", wave, RATE)
+    (tmp_path / "d" / "readme.txt").write_text("hi")
+    (tmp_path / "empty").mkdir()
+    odd = tmp_path / "named.bin"
+    odd.write_bytes(b"x")
+    files, bad = collect_audio_files([tmp_path / "d", a, odd, tmp_path / "nope",
+                                      tmp_path / "empty"])
+    assert files == [a, b, odd]  # sorted, deduplicated, explicit files kept as named
+    assert [(x.path.name, x.reason.split(" (")[0]) for x in bad] == [
+        ("nope", "no such file or folder"), ("empty", "folder holds no audio files")]
+
+
+# -- scoring a saved model --------------------------------------------------------------------
+
+
+def test_evaluation_metrics_cover_the_classes_in_the_data() -> None:
+    probs = np.eye(4)[[0, 1, 1, 1]]
+    evaluation = Evaluation(["a", "b", "c", "d"], [Path(f"{i}.wav") for i in range(4)],
+                            np.array([0, 0, 1, 1]), probs)
+    assert evaluation.accuracy == 0.75
+    # a: P=1, R=.5, F1=2/3; b: P=2/3, R=1, F1=.8; c and d (absent) do not count
+    assert evaluation.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
+    assert evaluation.label_names == ["a", "b"]
+    assert evaluation.confusion().tolist() == [[1, 1], [0, 2]]
+    assert [r["support"] for r in evaluation.per_class()] == [2, 2]
+
+
+def test_evaluate_model_scores_and_skips(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    tone = synth.write(tmp_path / "tone" / "a.wav", synth.tone(500, 0.5, RATE), RATE)
+    noise = synth.write(tmp_path / "noise" / "a.wav", synth.noise_burst(0.5, RATE), RATE)
+    junk = tmp_path / "noise" / "junk.wav"
+    junk.write_text("x")
+    manifest = Manifest([Clip(tone, "tone"), Clip(noise, "noise"), Clip(junk, "noise")],
+                        name="mini", bad_files=[BadFile(tmp_path / "gone.wav", "no such file")])
+    evaluation = evaluate_model(predictor, manifest)
+    assert evaluation.paths == [tone, noise]
+    assert [TINY_CLASSES[i] for i in evaluation.y_true] == ["tone", "noise"]
+    expected = predictor.predict_proba([tone, noise])
+    np.testing.assert_array_equal(evaluation.probabilities, expected)
+    assert [b.path.name for b in evaluation.bad_files] == ["gone.wav", "junk.wav"]
+    assert evaluation.summary()["n_skipped"] == 2
+
+
+def test_evaluate_model_refuses_labels_the_model_lacks(tiny_model_file: Path,
+                                                       tmp_path: Path) -> None:
+    predictor = Predictor(load_model(tiny_model_file), device="cpu")
+    manifest = Manifest([Clip(tmp_path / "x.wav", "tone"), Clip(tmp_path / "y.wav", "dog")],
+                        name="mini", root=tmp_path)
+    with pytest.raises(DatasetError, match="label\\(s\\) not in the model: dog"):
+        evaluate_model(predictor, manifest)

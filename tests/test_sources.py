@@ -1,0 +1,109 @@
+"""Dataset discovery: folder per class, CSV, ESC-50 layout, bad input, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import synth
+
+from tympan.data.sources import discover, iter_audio_files, read_class_folders
+from tympan.errors import DatasetError
+
+
+def test_folder_per_class_with_any_extension(tmp_path):
+    synth.write(tmp_path / "a" / "1.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "a" / "2.flac", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "b" / "1.ogg", synth.noise_burst(0.2, 8000), 8000)
+    (tmp_path / "b" / "readme.txt").write_text("not listed: not an audio name")
+    m = discover(tmp_path)
+    assert m.classes == ["a", "b"] and len(m) == 3 and m.bad_files == []
+    assert not m.has_folds and m.name == tmp_path.name
+
+
+def test_nested_folders_and_loose_files_are_ignored_with_a_warning(tmp_path):
+    synth.write(tmp_path / "a" / "1.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "a" / "deeper" / "x.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "b" / "1.wav", synth.tone(600, 0.2, 8000), 8000)
+    synth.write(tmp_path / "loose.wav", synth.tone(600, 0.2, 8000), 8000)
+    with pytest.warns(UserWarning, match="nested folder"):
+        m = read_class_folders(tmp_path)
+    assert sorted(c.path.name for c in m) == ["1.wav", "1.wav"]
+
+
+def test_bad_files_are_listed_with_reasons_and_good_ones_kept(bad_folder):
+    m = discover(bad_folder.root)
+    assert sorted(c.path for c in m) == sorted(bad_folder.good + [
+        p for p, cause in bad_folder.bad.items() if cause == "NaN"])  # NaN: header is fine
+    reasons = {b.path: b.reason for b in m.bad_files}
+    for path, cause in bad_folder.bad.items():
+        if cause != "NaN":
+            assert cause in reasons[path]
+
+
+def test_csv_layout_with_relative_paths_folds_and_groups(tmp_path):
+    synth.write(tmp_path / "clips" / "x.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "clips" / "y.wav", synth.noise_burst(0.2, 8000), 8000)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,fold,group\nclips/x.wav,tone,1,g1\nclips/y.wav,noise,2,\n")
+    m = discover(csv)
+    assert [(c.path, c.label, c.fold, c.group) for c in m] == [
+        (tmp_path / "clips" / "x.wav", "tone", 1, "g1"),
+        (tmp_path / "clips" / "y.wav", "noise", 2, None)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("file,label\nx.wav,a\n", "missing column"),
+    ("path,label,fold\nx.wav,a,one\n", "fold must be an integer"),
+    ("path,label\n,a\n", "empty path"),
+    ("path,label\n", "lists no clips"),
+])
+def test_bad_csv_is_a_clear_error(tmp_path, text, message):
+    csv = tmp_path / "labels.csv"
+    csv.write_text(text)
+    with pytest.raises(DatasetError, match=message):
+        discover(csv)
+
+
+def test_esc50_layout_and_esc10_subset(tmp_path):
+    root = synth.make_fake_esc50(tmp_path / "esc50", classes=("dog", "rain", "crow"), folds=3)
+    m = discover(root)
+    assert m.classes == ["crow", "dog", "rain"] and len(m) == 9 and m.has_folds
+    assert sorted({c.fold for c in m}) == [1, 2, 3]
+    assert {c.group for c in m} == {"100", "101", "102"}
+    with pytest.raises(DatasetError, match="at least 2"):
+        discover(root, subset="esc10")  # only "dog" is ESC-10 in this fake: one class
+    with pytest.raises(DatasetError, match="unknown ESC-50 subset"):
+        discover(root, subset="esc20")
+
+
+def test_subset_outside_esc50_is_rejected(tone_dataset):
+    with pytest.raises(DatasetError, match="ESC-50 layout only"):
+        discover(tone_dataset, subset="esc10")
+
+
+def test_missing_path_no_audio_and_single_class_fail_before_work(tmp_path):
+    with pytest.raises(DatasetError, match="no such file"):
+        discover(tmp_path / "nowhere")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no audio files"):
+        discover(tmp_path / "empty")
+    synth.write(tmp_path / "one" / "a" / "1.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "one" / "a" / "2.wav", synth.tone(300, 0.2, 8000), 8000)
+    with pytest.raises(DatasetError, match="1 class"):
+        discover(tmp_path / "one")
+    text = tmp_path / "notes.txt"
+    text.write_text("x")
+    with pytest.raises(DatasetError, match="folder or a .csv"):
+        discover(text)
+
+
+def test_all_files_unreadable_is_an_error(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "x.wav").write_bytes(b"")
+    with pytest.raises(DatasetError, match="no usable audio.*2 unreadable"):
+        discover(tmp_path)
+
+
+def test_iter_audio_files_expands_folders(tone_dataset):
+    files = iter_audio_files([tone_dataset])
+    assert len(files) == 6 and all(f.suffix == ".wav" for f in files)
