@@ -82,6 +82,38 @@ add_recipe(Recipe("crnn-s", "cnn-s conv stack + bidirectional GRU over time",
                   _SEED.replace(model="crnn-s")))
 
 
+# -- transfer from AudioSet (EfficientAT mn04_as; tympan.transfer) ----------------------------
+
+
+def frozen_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest,
+                  work_dir: Path) -> CVResult:
+    """Frozen mn04 embeddings (cached) + a logistic-regression head per fold."""
+    from tympan.transfer import FrozenConfig, cross_validate_frozen, embed_manifest
+
+    config = FrozenConfig(model=recipe.config.model)
+    data = embed_manifest(manifest, config, progress=args.progress)
+    cv, chosen = cross_validate_frozen(data, config)
+    print(f"frozen: {config.to_json(indent=None)}; embedding {data.seconds:.1f} s; "
+          f"C per fold {chosen}")
+    return cv
+
+
+add_recipe(Recipe("mn04-frozen",
+                  "EfficientAT mn04_as frozen: time-averaged per-frequency embeddings (1536-d) "
+                  "of each patch and its half-length circular time shift, logistic regression "
+                  "with C tuned on an inner split (tympan.transfer.FrozenConfig defaults)",
+                  TrainConfig(model="mn04_as", epochs=1), runner=frozen_runner))
+add_recipe(Recipe("mn04-finetune",
+                  "EfficientAT mn04_as fine-tuned: Linear head at lr 1e-3, backbone at 1e-4 "
+                  "(frozen for the first epoch), mixup 0.3, SpecAugment",
+                  TrainConfig(model="mn04_as", epochs=40, batch_size=32, lr=1e-3,
+                              optimizer="adamw", weight_decay=1e-3, backbone_lr_scale=0.1,
+                              freeze_backbone_epochs=1, mixup_alpha=0.3,
+                              spec_time_mask_frames=48, spec_freq_mask_bins=16,
+                              early_stopping_patience=10, val_fraction=0.15, seed=0,
+                              num_workers=4)))
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -71,3 +71,13 @@ def test_stable_seed_is_stable() -> None:
     assert stable_seed(0, "a/b", "TS:1.07") == stable_seed(0, "a/b", "TS:1.07")
     assert stable_seed(0, "a/b", "TS:1.07") != stable_seed(1, "a/b", "TS:1.07")
     assert 0 <= stable_seed("x") < 2**63
+
+
+def test_a_union_of_sets_is_written_with_plus() -> None:
+    from tympan.augment.presets import check_set_names, expand_sets, set_variants
+
+    assert check_set_names(["ts+ps1"]) == ["TS+PS1"]
+    assert expand_sets(["TS+PS1"]) == ["TS", "PS1"]
+    assert len(set_variants("TS+PS1")) == 8
+    with pytest.raises(ValueError, match="unknown augmentation set 'XX'"):
+        check_set_names(["TS+XX"])

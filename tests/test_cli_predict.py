@@ -259,3 +259,22 @@ def test_evaluate_refuses_labels_the_model_does_not_know(tiny_model_file: Path,
     assert isinstance(result.exception, DatasetError)
     assert "not in the model: dog" in str(result.exception)
     assert not out.exists() and not list(tmp_path.glob(".eval*"))  # nothing half-written
+
+
+def test_audioset_tags_need_no_model_and_name_a_sine(tmp_path: Path, mn04_weights: Path) -> None:
+    wav = tmp_path / "tone.wav"
+    synth.write(wav, synth.tone(440.0, 2.0, 22050), 22050)
+    (tmp_path / "bad.wav").write_text("not audio")
+    result = runner.invoke(app, ["predict", "--audioset", str(wav), str(tmp_path / "bad.wav"),
+                                 "--json", "-k", "3", "--weights", str(mn04_weights)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
+    assert body["predictions"][0]["tags"][0]["label"] == "Sine wave"
+    assert len(body["predictions"][0]["tags"]) == 3
+    assert [Path(s["path"]).name for s in body["skipped"]] == ["bad.wav"]
+
+
+def test_predict_without_files_is_a_clear_error(tiny_model_file: Path) -> None:
+    result = runner.invoke(app, ["predict", str(tiny_model_file)])
+    assert result.exit_code == 2
+    assert "give the audio files" in result.output

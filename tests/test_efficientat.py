@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import synth
+import torch
 
 from tympan.config import EFFICIENTAT_FEATURES
 from tympan.features import LogMel

@@ -53,9 +53,9 @@ class FrozenConfig(JsonConfig):
     model: str = "mn04_as"
     embedding: Literal["pooled", "hidden", "freq"] = "freq"
     time_shifts: int = 2
-    c_grid: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    c_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
     val_fraction: float = 0.2
-    max_iter: int = 300
+    max_iter: int = 50
     folds: int | None = None
     seed: int = 0
     batch_size: int = 32
@@ -147,8 +147,10 @@ class EmbeddingExtractor:
             patches.append(cut)
             owners += [i] * cut.shape[0]
         stacked = torch.cat(patches)
+        embed_shifted = self.model.embed_shifted
+        assert callable(embed_shifted)
         out = torch.cat([
-            self.model.embed_shifted(stacked[s:s + self.batch_size], self.time_shifts)
+            embed_shifted(stacked[s:s + self.batch_size], self.time_shifts)
             for s in range(0, stacked.shape[0], self.batch_size)
         ]).numpy()
         index = np.asarray(owners)
@@ -230,20 +232,22 @@ class LogisticHead:
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, C: float,
-                 max_iter: int = 300) -> tuple[np.ndarray, np.ndarray]:
-    """L2 multinomial logistic regression by full-batch L-BFGS in float64.
+                 max_iter: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """L2 multinomial logistic regression by full-batch L-BFGS (``max_iter`` iterations).
 
     Minimises ``C · Σ cross-entropy + ½‖W‖²`` (scikit-learn's objective; the
     bias is not penalised) over ``x`` ``(n, dim)`` and int labels ``y``;
-    returns ``(weight (n_classes, dim), bias (n_classes,))``.
+    returns ``(weight (n_classes, dim), bias (n_classes,))``. Runs in float32:
+    half the time of float64, and the same accuracy on standardised inputs.
     """
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float64)
+    dtype = torch.float32
+    xt = torch.as_tensor(np.asarray(x), dtype=dtype)
     yt = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     n, dim = xt.shape
-    weight = torch.zeros(n_classes, dim, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(n_classes, dim, dtype=dtype, requires_grad=True)
+    bias = torch.zeros(n_classes, dtype=dtype, requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9,
                                   line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -256,7 +260,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, C: float,
 
     with torch.enable_grad():
         optimizer.step(closure)
-    return weight.detach().numpy(), bias.detach().numpy()
+    return weight.detach().double().numpy(), bias.detach().double().numpy()
 
 
 def _rows(embeddings: Sequence[np.ndarray], indices: np.ndarray,
@@ -270,7 +274,7 @@ def _rows(embeddings: Sequence[np.ndarray], indices: np.ndarray,
 
 
 def fit_head(embeddings: Sequence[np.ndarray], labels: np.ndarray, indices: np.ndarray,
-             n_classes: int, C: float, max_iter: int = 300) -> LogisticHead:
+             n_classes: int, C: float, max_iter: int = 50) -> LogisticHead:
     """Fit a :class:`LogisticHead` on the clips at ``indices`` (all their patches and shifts)."""
     x, y = _rows(embeddings, indices, labels)
     mean = x.mean(axis=0)
@@ -370,11 +374,13 @@ def install_head(model: nn.Module, head: LogisticHead) -> None:
     Raises:
         TympanError: the model's head is not a single Linear layer of the right size.
     """
-    linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+    module = getattr(model, "head", None)
+    linears = ([m for m in module.modules() if isinstance(m, nn.Linear)]
+               if isinstance(module, nn.Module) else [])
     weight, bias = head.folded()
     if len(linears) != 1 or tuple(linears[0].weight.shape) != weight.shape:
         raise TympanError("the frozen head needs a model whose head is one Linear layer "
-                          f"of shape {weight.shape} (got {model.head})")
+                          f"of shape {weight.shape} (got {module})")
     with torch.no_grad():
         linears[0].weight.copy_(torch.from_numpy(weight))
         linears[0].bias.copy_(torch.from_numpy(bias))

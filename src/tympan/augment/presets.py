@@ -125,25 +125,34 @@ def tag_set(tag: str | None) -> str:
 def check_set_names(names: Sequence[str]) -> list[str]:
     """Validate set names (case-insensitive for the SB ones); return them canonical.
 
+    A union of sets is written with ``+`` (``"TS+PS1"``: both sets' copies).
+
     Raises:
         ValueError: an unknown name.
     """
     canonical = {n.lower(): n for n in SET_NAMES}
     out = []
     for name in names:
-        key = name.strip().lower()
-        if key not in canonical:
-            raise ValueError(f"unknown augmentation set {name!r}; known: {', '.join(SET_NAMES)}")
-        out.append(canonical[key])
+        parts = []
+        for part in name.split("+"):
+            key = part.strip().lower()
+            if key not in canonical:
+                raise ValueError(
+                    f"unknown augmentation set {part!r}; known: {', '.join(SET_NAMES)} "
+                    "(join several with +, e.g. TS+PS1)"
+                )
+            parts.append(canonical[key])
+        out.append("+".join(parts))
     return out
 
 
 def expand_sets(names: Sequence[str]) -> list[str]:
     """The SB sets a list of names stands for (``"all"`` → all five, ``"none"`` → none)."""
     out: list[str] = []
-    for name in check_set_names(names):
-        members = list(SB_SETS) if name == "all" else [] if name == "none" else [name]
-        out.extend(m for m in members if m not in out)
+    for combined in check_set_names(names):
+        for name in combined.split("+"):
+            members = list(SB_SETS) if name == "all" else [] if name == "none" else [name]
+            out.extend(m for m in members if m not in out)
     return out
 
 

@@ -13,6 +13,7 @@ from tympan.cli import (
     common,  # noqa: F401  (registers `version`)
     datasets,  # noqa: F401  (registers `datasets fetch`, `datasets info`)
     features,  # noqa: F401  (registers `features`)
+    models,  # noqa: F401  (registers `models list`)
     predict,  # noqa: F401  (registers `predict`, `evaluate`)
     spectrogram,  # noqa: F401  (registers `spectrogram`)
     train,  # noqa: F401  (registers `train`, `demo`)

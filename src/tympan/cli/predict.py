@@ -86,10 +86,19 @@ def _table(ok: list[Prediction], k: int) -> Any:
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model file (.safetensors) written by tympan.")],
-    paths: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
+    model: Annotated[Path, typer.Argument(
+        help="Model file (.safetensors) written by tympan; with --audioset, the first "
+        "audio file instead.")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files and/or folders (recursive).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1,
                                        help="How many labels to show per file.")] = 3,
+    audioset: Annotated[bool, typer.Option(
+        "--audioset", help="No model needed: tag files with the pretrained backbone's own "
+        "527 AudioSet classes (mn04_as).")] = False,
+    weights: Annotated[Path | None, typer.Option(
+        help="With --audioset: the backbone's weight file (else $TYMPAN_WEIGHTS, the cache, "
+        "or a verified download).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print (or write) JSON.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print (or write) CSV: "
                                          "path,rank,label,probability.")] = False,
@@ -108,6 +117,12 @@ def predict(
     """
     if as_json and as_csv:
         fail("choose one of --json and --csv")
+    if audioset:
+        _predict_audioset([model, *(paths or [])], top_k, as_json, weights)
+        return
+    if not paths:
+        fail("give the audio files or folders to label after the model file")
+    assert paths is not None
     file_format = "json" if as_json else "csv" if as_csv else None
     if output is not None:
         if file_format is None:
@@ -153,6 +168,44 @@ def predict(
         fail("no file could be predicted", code=1)
     if strict and skipped:
         raise typer.Exit(1)
+
+
+def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,
+                      weights: Path | None) -> None:
+    """Print each file's top AudioSet tags (a table, or JSON with ``--json``)."""
+    from rich.table import Table
+
+    from tympan.errors import AudioError
+    from tympan.predict import collect_audio_files
+    from tympan.tagging import audioset_tags
+
+    files, skipped = collect_audio_files(paths)
+    from tympan.data.manifest import BadFile
+
+    rows: list[dict[str, object]] = []
+    for path in files:
+        try:
+            tags = audioset_tags(path, top_k, weights=weights)
+        except AudioError as exc:
+            skipped.append(BadFile(path, exc.reason))
+            continue
+        rows.append({"path": str(path),
+                     "tags": [{"label": t.label, "probability": t.probability} for t in tags]})
+    if as_json:
+        sys.stdout.write(json.dumps({"backbone": "mn04_as", "predictions": rows,
+                                     "skipped": [{"path": str(b.path), "reason": b.reason}
+                                                 for b in skipped]}, indent=2) + "\n")
+    else:
+        table = Table("file", *(f"#{i + 1}" for i in range(top_k)), title="AudioSet tags")
+        for row in rows:
+            row_tags = row["tags"]
+            assert isinstance(row_tags, list)
+            table.add_row(Path(str(row["path"])).name,
+                          *(f"{t['label']} {t['probability']:.2f}" for t in row_tags))
+        console.print(table)
+    _report_skipped(skipped)
+    if not rows:
+        fail("no file could be tagged", code=1)
 
 
 @app.command()

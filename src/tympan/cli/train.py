@@ -81,6 +81,11 @@ def train(
     precision: Annotated[str | None, typer.Option(
         help="auto | 32-true | bf16-mixed | 16-mixed.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    mode: Annotated[str, typer.Option(
+        help="Pretrained models: finetune (train backbone + head) or frozen (cached "
+             "embeddings + a logistic-regression head).")] = "finetune",
+    weights: Annotated[Path | None, typer.Option(
+        help="Pretrained weight file (else $TYMPAN_WEIGHTS, the cache, a download).")] = None,
 ) -> None:
     """Cross-validate a model on DATA and write runs/<name>/ (report, metrics, plots, model)."""
     from tympan.config import TrainConfig
@@ -97,6 +102,10 @@ def train(
         "spec_freq_mask_bins": spec_freq_mask, "num_workers": workers, "precision": precision,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
+    if mode not in ("finetune", "frozen"):
+        raise typer.BadParameter(f"--mode must be finetune or frozen, got {mode!r}")
+    if weights is not None:
+        changes["model_kwargs"] = {**base.model_kwargs, "weights": str(weights)}
     if no_cv:
         changes["folds"] = 0
     elif folds is not None:
@@ -122,6 +131,15 @@ def train(
         err_console.print(f"[yellow]skipping {len(manifest.bad_files)} bad file(s)[/]; "
                           "the run folder lists them (skipped.csv)")
     run_name = name or f"{manifest.name}-{recipe.model}-{_stamp()}"
+    if mode == "frozen":
+        from tympan.transfer import FrozenConfig, run_frozen
+
+        frozen = FrozenConfig(model=recipe.model, folds=recipe.folds, seed=recipe.seed,
+                              weights=None if weights is None else str(weights))
+        _print_outcome(run_frozen(manifest, frozen, runs_dir=runs_dir, name=run_name,
+                                  final=final, overwrite=overwrite, resume=resume,
+                                  strict=strict, progress=progress))
+        return
     outcome = run(manifest, recipe, runs_dir=runs_dir, name=run_name, final=final,
                   overwrite=overwrite, resume=resume, augmented=aug_manifest, strict=strict,
                   progress=progress)

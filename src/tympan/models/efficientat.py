@@ -8,6 +8,10 @@ the released weights load with ``strict=True``.
 
 Input is the EfficientAT log-mel (:data:`tympan.config.EFFICIENTAT_FEATURES`)
 shaped ``(batch, 1, n_mels, frames)``; any number of frames works.
+
+For training, :class:`EfficientATClassifier` (registered as ``mn04_as``) is
+the pretrained trunk as ``backbone`` plus a new ``head`` on log-mel patches
+``(batch, n_mels, frames)``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -247,7 +252,7 @@ class EfficientATNet(nn.Module):
         return feature_map.mean(dim=(2, 3))
 
     def hidden(self, pooled: Tensor) -> Tensor:
-        """First head layer after its Hardswish: ``(batch, head_dim)`` from ``(batch, embedding_dim)``."""
+        """First head layer + Hardswish: ``(batch, embedding_dim)`` → ``(batch, head_dim)``."""
         return self.classifier[3](self.classifier[2](pooled))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -279,7 +284,7 @@ def trunk_bins(size: int) -> int:
 
 
 class EfficientATBackbone(nn.Module):
-    """The pretrained part of a transfer model: ``(batch, 1, n_mels, frames)`` → ``(batch, out_dim)``.
+    """The pretrained part of a transfer model: ``(batch, 1, n_mels, frames)`` → ``(batch, dim)``.
 
     ``embedding`` says how the trunk's ``(channels, freq', time')`` output is
     summarised: ``"pooled"`` averages over (freq, time) (``embedding_dim`` =
@@ -362,6 +367,9 @@ class EfficientATClassifier(nn.Module):
             raise ValueError(f"time_shifts must be >= 1, got {time_shifts}")
         self.n_classes = n_classes
         self.time_shifts = time_shifts
+        # set by build_transfer_model: registry kwargs, and whose weights the backbone holds
+        self.config: dict[str, Any] = {}
+        self.backbone_name: str | None = None
         self.backbone = EfficientATBackbone(width, embedding)
         dim = self.backbone.out_dim
         if head_hidden:
@@ -456,7 +464,8 @@ def mn04_as(
     """EfficientAT mn04: AudioSet-pretrained MobileNetV3 (1 M parameters) plus a new head.
 
     ``embedding`` is ``"pooled"`` (384-d), ``"hidden"`` (512-d, the AudioSet
-    head's first layer) or ``"freq"`` (1536-d, time-averaged per frequency bin); ``head_hidden`` > 0 makes the head an MLP;
+    head's first layer) or ``"freq"`` (1536-d, time-averaged per frequency bin);
+    ``head_hidden`` > 0 makes the head an MLP;
     ``time_shifts`` > 1 averages over circular time shifts at inference. See
     :func:`build_transfer_model` for ``pretrained`` and ``weights``.
     """
