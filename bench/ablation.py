@@ -21,7 +21,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from esc50 import _cpu_model, _git, default_data
+from esc50 import default_data
+from provenance import cpu_model, git_commit
 
 from tympan.ablate import ablate
 from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
@@ -69,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     work / "ablation", class_conditional=args.class_conditional,
                     progress=args.progress)
     wall = time.perf_counter() - started
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    commit = git_commit()
     deltas = result.deltas() if "none" in result.results else None
     record = {
         "benchmark": "augmentation ablation, seed CNN",
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "copies": {"written": report.written, "already_there": report.skipped,
                    "seconds": round(copy_seconds, 1)},
         "wall_seconds": round(wall, 1),
-        "machine": {"cpu_model": _cpu_model(), "platform": platform.platform()},
-        "commit": commit + ("-dirty" if dirty else "") if commit else None,
+        "machine": {"cpu_model": cpu_model(), "platform": platform.platform()},
+        "commit": commit,
         "command": "python bench/ablation.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from provenance import cpu_model, git_commit
 
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
@@ -114,22 +115,7 @@ add_recipe(Recipe("mn04-finetune",
                               num_workers=4)))
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _device() -> str:
@@ -222,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     n_folds_total = len({c.fold for c in manifest.clips})
     full = (len(cv.folds) == n_folds_total and args.epochs is None
             and args.limit_train_batches is None)
-    commit = _git("rev-parse", "HEAD")
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    commit = git_commit()
     result = {
         "recipe": recipe.name,
         "description": recipe.description,
@@ -240,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 1),
         "train_seconds": summary["seconds"],
         "device": _device(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "commit": commit + ("-dirty" if dirty else "") if commit else None,
+        "commit": commit,
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None
         else " ".join(["bench/esc50.py", *argv]),
         "train_config": config.to_dict(),

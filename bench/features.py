@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from provenance import cpu_model, git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 WAVES: list[np.ndarray] = []  # shared with forked librosa workers
@@ -73,23 +73,8 @@ def _warm(_: int) -> int:
     return os.getpid()
 
 
-def cpu_model() -> str:
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "bench"],
-                               cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def versions() -> dict[str, str]:
