@@ -62,9 +62,10 @@ def info(
         manifest = discover(path, subset=subset, min_duration_seconds=min_duration_seconds)
     except TympanError as exc:
         fail(str(exc))
-    from tympan.cli.features import progress_bar
+    from tympan.progress import clips_progress
 
-    with progress_bar(len(manifest), "decoding") as advance:
+    with clips_progress(len(manifest), "decoding", enabled=err_console.is_terminal,
+                        transient=True) as advance:
         summary = summarize(manifest, min_duration_seconds=min_duration_seconds,
                             workers=workers, progress=advance)
     if as_json:

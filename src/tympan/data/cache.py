@@ -39,6 +39,7 @@ from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile, Manifest
 from tympan.errors import AudioError, SilentAudioWarning
 from tympan.fileio import atomic_path, atomic_write_text, sha256_file
+from tympan.progress import clips_progress
 
 Extract = Callable[[np.ndarray], np.ndarray]
 BatchExtract = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -277,37 +278,6 @@ def _decoded(paths: list[Path], sample_rate: int, min_duration_seconds: float,
             yield result
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None]]:
-    if not enabled or total == 0:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]} clips/s"), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    start = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task(label, total=total, rate="-")
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:.1f}")
-
-        yield advance
-
 
 class FeatureCache:
     """On-disk cache of per-clip features keyed by file content and extractor.
@@ -436,7 +406,7 @@ class FeatureCache:
                 done.clear()
                 bad.clear()
 
-        with _progress_bar(progress, len(hashes), label) as advance:
+        with clips_progress(len(hashes), label, enabled=progress) as advance:
             decoded = _decoded(paths, sample_rate, min_duration_seconds, workers)
             for count, (h, result) in enumerate(zip(hashes, decoded, strict=True), start=1):
                 if isinstance(result, str):
