@@ -102,11 +102,17 @@ class CNN(nn.Module):
         return self.classifier(pooled)  # type: ignore[no-any-return]
 
 
+#: Conv-stack sizes shared by the families built on :class:`ConvStack` (cnn, crnn).
+STACK_SIZES: dict[str, dict[str, Any]] = {
+    "s": {"channels": (16, 32, 64, 128), "convs_per_block": 1, "block_dropout": 0.1,
+          "dropout": 0.3},
+    "m": {"channels": (32, 64, 128, 256), "convs_per_block": 2, "block_dropout": 0.1,
+          "dropout": 0.5},
+}
+
 _SIZES: dict[str, dict[str, Any]] = {
-    "cnn-s": {"channels": (16, 32, 64, 128), "convs_per_block": 1, "hidden": 128,
-              "dropout": 0.3, "block_dropout": 0.1},
-    "cnn-m": {"channels": (32, 64, 128, 256), "convs_per_block": 2, "hidden": 256,
-              "dropout": 0.5, "block_dropout": 0.1},
+    "cnn-s": {**STACK_SIZES["s"], "hidden": 128},
+    "cnn-m": {**STACK_SIZES["m"], "hidden": 256},
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from tympan.models.cnn import ConvStack, _check_input
+from tympan.models.cnn import STACK_SIZES, ConvStack, _check_input
 from tympan.models.registry import register_model
 
 
@@ -56,10 +56,8 @@ class CRNN(nn.Module):
 
 
 _SIZES: dict[str, dict[str, Any]] = {
-    "crnn-s": {"channels": (16, 32, 64, 128), "convs_per_block": 1, "gru_hidden": 64,
-               "dropout": 0.3, "block_dropout": 0.1},
-    "crnn-m": {"channels": (32, 64, 128, 256), "convs_per_block": 2, "gru_hidden": 128,
-               "dropout": 0.5, "block_dropout": 0.1},
+    "crnn-s": {**STACK_SIZES["s"], "gru_hidden": 64},
+    "crnn-m": {**STACK_SIZES["m"], "gru_hidden": 128},
 }
 
 
