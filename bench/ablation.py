@@ -1,7 +1,12 @@
 """ESC-50 augmentation ablation with the seed CNN: offline copies, then one CV per set.
 
-    python bench/ablation.py --subset esc10 --sets none,TS+PS1 --epochs 10   # short CPU run
-    python bench/ablation.py --sets none,TS+PS1,all --class-conditional      # full (GPU)
+    python bench/ablation.py --subset esc10 --sets none,TS+PS1,all --class-conditional \
+        --epochs 10                                                  # short CPU run
+    python bench/ablation.py --sets none,TS+PS1,all --class-conditional   # full (GPU)
+
+The class-conditional policy picks, per class and inside each outer fold's
+training folds, among ``--candidates`` (default the five single sets TS, PS1,
+PS2, DRC, BG).
 
 Both stages resume: finished copies are kept (``WORK/copies``) and finished
 folds of every set are kept (``WORK/ablation``), so rerunning the same command
@@ -45,22 +50,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train-batches", type=int)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--class-conditional", action="store_true")
-    parser.add_argument("--background-classes", default="rain,wind,sea_waves,crickets",
-                        help="ESC-50 classes mixed in for BG (same fold only)")
+    parser.add_argument("--candidates", default="TS,PS1,PS2,DRC,BG",
+                        help="sets the class-conditional policy picks from")
+    parser.add_argument("--background-classes",
+                        help="classes mixed in for BG (same fold only); default "
+                             "rain,wind,sea_waves,crickets (ESC-10: rain,sea_waves,crackling_fire)")
     parser.add_argument("--work-dir", type=Path, help="default runs/bench/ablation-TAG")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    tag = (args.subset or "esc50") + "-" + "_".join(s.replace("+", "") for s in sets)
+    tag = (args.subset or "esc50") + "-" + "_".join(s.replace("+", "") for s in sets) + (
+        "_cc" if args.class_conditional else "")
     work = args.work_dir or ROOT / "runs" / "bench" / f"ablation-{tag}"
     started = time.perf_counter()
     manifest = discover(args.data, subset=args.subset)
-    members = expand_sets(sets)
+    candidates = [s.strip() for s in args.candidates.split(",") if s.strip()]
+    members = expand_sets(sets + (candidates if args.class_conditional else []))
+    background = args.background_classes or (
+        "rain,sea_waves,crackling_fire" if args.subset == "esc10"
+        else "rain,wind,sea_waves,crickets")
     copies_dir = work / "copies"
     report = make_copies(
         manifest, copies_dir, build_variants(presets=members), workers=2, seed=args.seed,
-        background_classes=args.background_classes.split(",") if "BG" in members else None,
+        background_classes=background.split(",") if "BG" in members else None,
         progress=args.progress,
     )
     copy_seconds = time.perf_counter() - started
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_train_batches=args.max_train_batches)
     result = ablate(manifest, load_augmented_manifest(copies_dir), config, sets,
                     work / "ablation", class_conditional=args.class_conditional,
-                    progress=args.progress)
+                    candidates=candidates, progress=args.progress)
     wall = time.perf_counter() - started
     commit = git_commit()
     deltas = result.deltas() if "none" in result.results else None
@@ -81,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                         "folds": cv.fold_accuracies()}
                  for name, cv in result.results.items()},
         "per_class_delta_vs_none": deltas,
+        "class_conditional": {
+            "candidates": candidates,
+            "fold_policies": result.fold_policies,
+            "policy_all_folds": result.policy,
+        } if args.class_conditional else None,
         "schedule": {"full": args.epochs == 80 and args.max_train_batches is None
                      and args.subset is None, "train_config": config.to_dict()},
         "copies": {"written": report.written, "already_there": report.skipped,

@@ -46,15 +46,21 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
                          features=tiny_features(), epochs=1, batch_size=8, val_fraction=0.0,
                          early_stopping_patience=0, seed=3)
 
-    calls: list[tuple[set[int | None], int, tuple[str, ...] | None]] = []
+    calls: list[dict] = []
     real = ablate_module.cross_validate
 
     def spy(data, recipe, run_dir=None, **kwargs):  # type: ignore[no-untyped-def]
-        n_copies = sum(len(v) for v in data.variants or [])
-        only = kwargs.get("only_folds")
-        calls.append(({c.fold for c in data.manifest}, n_copies,
-                      tuple(only) if only else None))
-        return real(data, recipe, run_dir, **kwargs)
+        folds = np.array([c.fold for c in data.manifest])
+        splits = kwargs.get("splits")
+        calls.append({
+            "copies": sum(len(v) for v in data.variants or []),
+            "only": tuple(kwargs["only_folds"]) if kwargs.get("only_folds") else None,
+            "splits": None if splits is None else [
+                (set(folds[tr].tolist()), set(folds[te].tolist())) for tr, te in splits],
+        })
+        result = real(data, recipe, run_dir, **kwargs)
+        calls[-1]["result"] = result
+        return result
 
     monkeypatch.setattr(ablate_module, "cross_validate", spy)
     result = ablate_module.ablate(manifest, copies, config, ["none", "TS"], tmp_path / "run",
@@ -68,17 +74,27 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
         for f, g in zip(cv.folds, reference.folds, strict=True):
             assert np.array_equal(f.clip_indices, g.clip_indices)
     # `none` trains without copies, TS with them.
-    main_calls = [c for c in calls if c[0] == {1, 2, 3} and c[2] is None]
-    assert [n for _, n, _ in main_calls] == [0, 12 * 2]
-    # Each outer fold's policy came from runs that never saw that fold.
-    inner = [c for c in calls if c[0] != {1, 2, 3}]
-    assert sorted(tuple(sorted(f)) for f, _, _ in inner) == sorted(
-        [(2, 3), (2, 3), (1, 3), (1, 3), (1, 2), (1, 2)])
+    main_calls = [c for c in calls if c["splits"] is None and c["only"] is None]
+    assert [c["copies"] for c in main_calls] == [0, 12 * 2]
+    # The nested ablation: per set, one fit per pair of held-out folds, trained on the rest.
+    nested = [c for c in calls if c["splits"] is not None]
+    assert [c["copies"] for c in nested] == [0, 12 * 2]
+    for c in nested:
+        assert c["splits"] == [({3}, {1, 2}), ({2}, {1, 3}), ({1}, {2, 3})]
+        assert [f.fold for f in c["result"].folds] == ["1+2", "1+3", "2+3"]
+    # Outer fold k's inner CV reads only fits that never trained on k, scored on one fold each.
+    none_pairs = nested[0]["result"]
+    for outer in ("1", "2", "3"):
+        inner = ablate_module._inner_cv(none_pairs, outer, *_splits(manifest))
+        assert sorted(f.fold for f in inner.folds) == sorted({"1", "2", "3"} - {outer})
+        for f in inner.folds:
+            assert {manifest.clips[int(i)].fold for i in f.clip_indices} == {int(f.fold)}
+            assert len(f.clip_indices) == 4
     assert set(result.fold_policies) == {"1", "2", "3"}
     for fold, policy in result.fold_policies.items():
         assert set(policy) == {"noise", "tone"}
         assert all(s in ("TS",) for sets in policy.values() for s in sets)
-        evaluated = [c for c in calls if c[2] == (fold,)]
+        evaluated = [c for c in calls if c["only"] == (fold,)]
         assert len(evaluated) == 1
 
     run = tmp_path / "run"
@@ -89,9 +105,19 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
     assert (run / "delta_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     policy = load_policy(run / "policy.json")
     assert set(policy) == {"noise", "tone"}
-    deltas = result.deltas()
+    # With a nested ablation, policy.json comes from it: every clip scored by each
+    # pair model that did not train on it.
+    deltas = ablate_module.AblationResult(
+        result.classes, {"none": nested[0]["result"], "TS": nested[1]["result"]}).deltas()
     for name, sets in policy.items():
         assert sets == (["TS"] if deltas[name]["TS"] > 0 else [])
+
+
+def _splits(manifest):  # type: ignore[no-untyped-def]
+    from tympan.evaluate import fold_names, make_splits
+
+    splits = make_splits(manifest)
+    return splits, fold_names(manifest, splits)
 
 
 def test_ablation_refuses_sets_without_copies(tmp_path: Path) -> None:
@@ -106,3 +132,45 @@ def test_ablation_refuses_sets_without_copies(tmp_path: Path) -> None:
         ablate_module.ablate(manifest, copies, TrainConfig(), ["none", "PS9"])
     with pytest.raises(DatasetError, match="baseline"):
         ablate_module.ablate(manifest, copies, TrainConfig(), ["TS"], class_conditional=True)
+    two_folds = manifest.subset(np.flatnonzero([c.fold != 3 for c in manifest.clips]))
+    with pytest.raises(DatasetError, match="at least 3 folds"):
+        ablate_module.ablate(two_folds, copies, TrainConfig(), ["none", "TS"],
+                             class_conditional=True)
+
+
+def test_candidate_sets_default_to_the_single_sets() -> None:
+    assert ablate_module._candidates(["none", "TS", "PS1", "all"], None) == ["TS", "PS1"]
+    assert ablate_module._candidates(["none", "TS+PS1", "all"], None) == ["TS+PS1"]
+    assert ablate_module._candidates(["none", "TS+PS1"], ["ps2", "DRC"]) == ["PS2", "DRC"]
+    with pytest.raises(ValueError, match="not none or all"):
+        ablate_module._candidates(["none"], ["all"])
+
+
+def test_resume_fingerprint_names_the_policy_and_only_the_copies_it_uses() -> None:
+    from tympan.augment.policy import uniform_policy
+    from tympan.data.manifest import Clip, Manifest
+    from tympan.evaluate import PreparedData
+
+    originals = [Clip(Path(f"/d/{c}{i}.wav"), c, fold=i) for c in "ab" for i in (1, 2)]
+    data = PreparedData(Manifest(originals), [np.zeros((4, 4))] * 4, tiny_features())
+
+    def copies(tags: list[str]) -> Manifest:
+        return Manifest([Clip(Path(f"/c/{o.path.stem}.{t}.wav"), o.label, o.fold,
+                              source=o.path, transform=t) for o in originals for t in tags])
+
+    ts = copies(["TS:0.9", "TS:1.1"])
+    ts_ps = copies(["TS:0.9", "TS:1.1", "PS1:2"])
+    spec = [np.ones((4, 4))]
+    uniform_ts = uniform_policy(["a", "b"], ["TS"])
+    fp = ablate_module._with_set(data, ts, spec * len(ts), uniform_ts).augmented_fingerprint
+    # adding PS1 copies leaves a TS run resumable...
+    more = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), uniform_ts)
+    assert more.augmented_fingerprint == fp
+    assert [len(v) for v in more.variants or []] == [2, 2, 2, 2]
+    # ...while another policy over the same copies is another run
+    other = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), {"a": ["TS"], "b": []})
+    assert other.augmented_fingerprint != fp
+    assert [len(v) for v in other.variants or []] == [2, 2, 0, 0]
+    # a union names its members' copies
+    both = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), {"a": ["TS+PS1"], "b": []})
+    assert [len(v) for v in both.variants or []] == [3, 3, 0, 0]

@@ -9,9 +9,12 @@ per-class accuracy delta against ``none`` (Salamon & Bello's observation).
 
 With ``class_conditional=True`` it also evaluates the seed's proposal: for
 each outer fold k, a nested ablation on the *training folds of k only*
-(their own inner CV) gives per-class deltas, :func:`choose_policy` picks the
-sets that helped each class, and fold k is then trained with that policy and
-tested. The test fold never informs its own policy. ``policy.json`` (for
+(an inner CV over the other folds) gives per-class deltas, :func:`choose_policy`
+picks the sets that helped each class, and fold k is then trained with that
+policy and tested. The test fold never informs its own policy. The inner fits
+are shared: a model trained without folds j and k is both outer k's inner
+fold j and outer j's inner fold k, so the nested ablation costs one fit per
+set and pair of folds (10 for 5 folds) instead of 20. ``policy.json`` (for
 ``tympan train --augment-policy``) is chosen from the full ablation: a model
 trained on all the data has no test fold to protect.
 """
@@ -19,7 +22,9 @@ trained on all the data has no test fold to protect.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from tympan.augment.policy import Policy, choose_policy, save_policy, uniform_policy
-from tympan.augment.presets import check_set_names, expand_sets, tag_set
+from tympan.augment.presets import SB_SETS, check_set_names, expand_sets, tag_set
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
 from tympan.errors import DatasetError
@@ -84,19 +89,65 @@ class AblationResult:
 
 
 def _with_set(data: PreparedData, augmented: Manifest, aug_specs: Sequence[np.ndarray],
-              policy: Policy, label: str) -> PreparedData:
+              policy: Policy) -> PreparedData:
+    """``data`` whose clips train with their copies of the sets ``policy`` gives their class.
+
+    Its fingerprint (which a resumed run checks) names the policy and the copies
+    it can use, so adding copies of other sets to ``augmented`` keeps a run resumable.
+    """
     variants = augmented_variants(data.manifest, augmented, aug_specs, policy)
+    wanted = set(expand_sets([s for sets in policy.values() for s in sets]))
+    copies = sorted(f"{c.path.name}\t{c.transform}" for c in augmented.clips
+                    if tag_set(c.transform) in wanted)
+    body = json.dumps({"policy": {c: sorted(expand_sets(s)) for c, s in sorted(policy.items())},
+                       "copies": copies})
     return replace(data, variants=variants,
-                   augmented_fingerprint=f"{augmented.fingerprint()}:{label}")
+                   augmented_fingerprint=hashlib.sha256(body.encode()).hexdigest())
 
 
-def _subset(data: PreparedData, indices: np.ndarray) -> PreparedData:
-    return PreparedData(
-        data.manifest.subset(indices), [data.specs[int(i)] for i in indices],
-        data.feature_config,
-        None if data.variants is None else [data.variants[int(i)] for i in indices],
-        data.augmented_fingerprint,
-    )
+def _candidates(sets: Sequence[str], candidates: Sequence[str] | None) -> list[str]:
+    if candidates is not None:
+        chosen = check_set_names(candidates)
+        if {"none", "all"} & set(chosen):
+            raise ValueError("candidate sets are what a class may train with: not none or all")
+        return chosen
+    singles = [s for s in sets if s in SB_SETS]
+    return singles or [s for s in sets if s not in ("none", "all")]
+
+
+def _fold_pairs(
+    splits: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Splits that hold out two folds at once: train on the rest, test on both."""
+    if len(splits) < 3:
+        raise DatasetError(
+            f"a nested class-conditional evaluation needs at least 3 folds, got {len(splits)} "
+            "(each outer fold's policy comes from a cross-validation of the others)"
+        )
+    everything = np.sort(np.concatenate([test for _, test in splits]))
+    pair_splits, pair_names = [], []
+    for a, b in itertools.combinations(range(len(splits)), 2):
+        held_out = np.sort(np.concatenate([splits[a][1], splits[b][1]]))
+        pair_splits.append((np.setdiff1d(everything, held_out), held_out))
+        pair_names.append(f"{names[a]}+{names[b]}")
+    return pair_splits, pair_names
+
+
+def _inner_cv(pairs: CVResult, outer: str, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+              names: Sequence[str]) -> CVResult:
+    """Outer fold ``outer``'s inner cross-validation, read off the fold-pair fits: inner
+    fold j is the pair {j, outer}'s model (trained on neither) scored on fold j's clips."""
+    by_pair = {frozenset(f.fold.split("+")): f for f in pairs.folds}
+    folds = []
+    for (_, test_idx), name in zip(splits, names, strict=True):
+        if name == outer:
+            continue
+        pair = by_pair[frozenset((name, outer))]
+        keep = np.isin(pair.clip_indices, test_idx)
+        folds.append(replace(pair, fold=name, clip_indices=pair.clip_indices[keep],
+                             y_true=pair.y_true[keep], probabilities=pair.probabilities[keep],
+                             seconds=pair.seconds / 2))
+    return CVResult(pairs.classes, folds, sum(f.seconds for f in folds))
 
 
 def _check_copies(augmented: Manifest, sets: Sequence[str]) -> None:
@@ -119,6 +170,7 @@ def ablate(
     run_dir: str | Path | None = None,
     *,
     class_conditional: bool = False,
+    candidates: Sequence[str] | None = None,
     min_delta: float = 0.0,
     cache: Any = None,
     progress: bool = False,
@@ -130,15 +182,26 @@ def ablate(
     ``run_dir`` each set's CV lives in ``run_dir/sets/<set>/`` and resumes; the
     nested runs of the class-conditional evaluation in ``run_dir/nested/``.
 
+    ``candidates`` are the sets a class-conditional policy picks from (default:
+    the single sets among ``sets``, else its other non-``none``/``all`` sets);
+    the nested ablation runs ``none`` and each candidate. With
+    ``class_conditional`` the saved policy comes from that nested ablation
+    pooled over all folds, else from ``sets``.
+
     Raises:
         DatasetError: ``augmented`` lacks copies of a set; ``none`` missing
-            when a class-conditional evaluation or a policy is asked for.
+            when a class-conditional evaluation or a policy is asked for;
+            fewer than 3 folds for a class-conditional evaluation.
         ValueError: an unknown set name.
     """
     sets = check_set_names(sets)
-    _check_copies(augmented, sets)
+    candidates = _candidates(sets, candidates)
+    _check_copies(augmented, [*sets, *(candidates if class_conditional else [])])
     if class_conditional and "none" not in sets:
         raise DatasetError("a class-conditional policy needs the 'none' set as baseline")
+    if class_conditional and not candidates:
+        raise DatasetError("a class-conditional policy needs sets to choose from "
+                           "(--candidates TS,PS1,...)")
     features = resolve_features(config)
     good, specs = load_features(manifest, features, cache=cache, progress=progress)
     aug_good, aug_specs = load_features(augmented, features, cache=cache, progress=progress)
@@ -146,45 +209,51 @@ def ablate(
     classes = base.classes
     recipe = config.replace(augment_policy=None)
     root = Path(run_dir) if run_dir is not None else None
+    if class_conditional:  # checked before any training
+        splits = make_splits(good, recipe.folds, recipe.seed)
+        names = fold_names(good, splits)
+        pair_splits, pair_names = _fold_pairs(splits, names)
 
     def run_set(data: PreparedData, name: str, where: Path | None,
-                only: Sequence[str] | None = None) -> CVResult:
+                only: Sequence[str] | None = None, **splits: Any) -> CVResult:
         if progress:
             from rich.console import Console
 
             Console(stderr=True).print(f"[bold]set {name}[/]")
-        return cross_validate(data, recipe, where, only_folds=only, progress=progress)
+        return cross_validate(data, recipe, where, only_folds=only, progress=progress, **splits)
 
     results: dict[str, CVResult] = {}
     for name in sets:
-        data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]), name)
+        data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]))
         results[name] = run_set(data, name, root / "sets" / name if root else None)
     result = AblationResult(classes, results)
     if "none" in results:
         result.policy = choose_policy(result.deltas(), min_delta=min_delta)
 
     if class_conditional:
-        splits = make_splits(good, recipe.folds, recipe.seed)
-        names = fold_names(good, splits)
+        # One fit per set and pair of held-out folds {j, k}, trained on the other folds,
+        # is outer fold k's inner fold j *and* outer fold j's inner fold k.
+        nested: dict[str, CVResult] = {}
+        for name in ["none", *candidates]:
+            data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]))
+            nested[name] = run_set(data, f"{name} (nested, fold pairs)",
+                                   root / "nested" / name if root else None,
+                                   splits=pair_splits, split_names=pair_names)
         folds = []
-        for (train_idx, _), fold in zip(splits, names, strict=True):
-            inner = _subset(base, train_idx)
-            inner_results: dict[str, CVResult] = {}
-            for name in sets:
-                data = _with_set(inner, aug_good, aug_specs, uniform_policy(classes, [name]),
-                                 name)
-                where = root / "nested" / f"outer-{fold}" / name if root else None
-                inner_results[name] = run_set(data, f"{name} (inside folds ≠ {fold})", where)
-            inner_ablation = AblationResult(inner.classes, inner_results)
-            # Classes absent from the inner data get no augmentation.
-            policy: Policy = {c: [] for c in classes} | choose_policy(inner_ablation.deltas(),
-                                                               min_delta=min_delta)
+        for fold in names:
+            inner_results = {name: _inner_cv(cv, fold, splits, names)
+                             for name, cv in nested.items()}
+            inner_ablation = AblationResult(classes, inner_results)
+            policy: Policy = choose_policy(inner_ablation.deltas(), min_delta=min_delta)
             result.fold_policies[fold] = policy
-            data = _with_set(base, aug_good, aug_specs, policy, f"{CLASS_CONDITIONAL}-{fold}")
+            data = _with_set(base, aug_good, aug_specs, policy)
             where = root / "sets" / f"{CLASS_CONDITIONAL}-{fold}" if root else None
             folds.extend(run_set(data, f"{CLASS_CONDITIONAL} (fold {fold})", where,
                                  only=[fold]).folds)
         results[CLASS_CONDITIONAL] = CVResult(classes, folds, sum(f.seconds for f in folds))
+        # every clip scored by each pair model that did not train on it
+        result.policy = choose_policy(AblationResult(classes, nested).deltas(),
+                                      min_delta=min_delta)
     if root is not None:
         write_ablation(root, result, config=config, min_delta=min_delta)
     return result

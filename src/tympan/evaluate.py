@@ -199,11 +199,13 @@ def augmented_variants(
     """For each clip of ``manifest``, the specs of its copies in ``augmented``.
 
     A copy belongs to the clip its ``source`` names; it is kept if ``policy``
-    is None or lists the copy's set (``"TS"`` of ``"TS:1.07"``) for the
-    clip's class. ``specs[j]`` is the log-mel of ``augmented.clips[j]``.
+    is None or lists the copy's set (``"TS"`` of ``"TS:1.07"``; unions like
+    ``"TS+PS1"`` and ``"all"`` count for their members) for the clip's class.
+    ``specs[j]`` is the log-mel of ``augmented.clips[j]``.
     """
-    from tympan.augment.presets import tag_set
+    from tympan.augment.presets import expand_sets, tag_set
 
+    allowed = None if policy is None else {c: set(expand_sets(s)) for c, s in policy.items()}
     by_path = {Path(c.path).resolve(): i for i, c in enumerate(manifest.clips)}
     variants: list[list[np.ndarray]] = [[] for _ in manifest.clips]
     for copy, spec in zip(augmented.clips, specs, strict=True):
@@ -213,7 +215,7 @@ def augmented_variants(
         if owner is None:
             continue
         label = manifest.clips[owner].label
-        if policy is not None and tag_set(copy.transform) not in policy.get(label, ()):
+        if allowed is not None and tag_set(copy.transform) not in allowed.get(label, ()):
             continue
         variants[owner].append(spec)
     return variants
@@ -332,6 +334,8 @@ def cross_validate(
     progress: bool = False,
     only_folds: Sequence[str] | None = None,
     callbacks: Sequence[Callback] = (),
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    split_names: Sequence[str] | None = None,
 ) -> CVResult:
     """k-fold cross-validation of ``config`` on ``data``: held-out clip probabilities per fold.
 
@@ -341,6 +345,8 @@ def cross_validate(
     clips. ``only_folds`` runs just the named folds (e.g. ``["1"]`` for a short
     schedule). With ``run_dir``, fold work goes to ``run_dir/cv/fold-<name>/``
     and a repeated call resumes: finished folds are loaded, not re-run.
+    ``splits`` (``(train_idx, test_idx)`` pairs) with ``split_names`` replaces
+    :func:`make_splits`' folds, e.g. for a nested evaluation.
 
     Raises:
         DatasetError: see :func:`make_splits`.
@@ -350,8 +356,13 @@ def cross_validate(
         data = prepare(data, resolve_features(config), augmented=augmented,
                        policy=config.augment_policy, cache=cache, progress=progress)
     manifest = data.manifest
-    splits = make_splits(manifest, config.folds, config.seed)
-    names = fold_names(manifest, splits)
+    if splits is None:
+        splits = make_splits(manifest, config.folds, config.seed)
+        names = fold_names(manifest, splits)
+    elif split_names is None or len(split_names) != len(splits):
+        raise ValueError("explicit splits need one name each (split_names)")
+    else:
+        names = list(split_names)
     if only_folds is not None:
         unknown = sorted(set(only_folds) - set(names))
         if unknown:

@@ -105,6 +105,10 @@ def ablate(
     class_conditional: bool = typer.Option(
         False, "--class-conditional",
         help="Also evaluate a per-class policy chosen inside each fold's training folds."),
+    candidates: str = typer.Option(
+        None, "--candidates",
+        help="Sets the class-conditional policy picks from, e.g. TS,PS1,PS2,DRC,BG "
+             "(default: the single sets among --sets)."),
     min_delta: float = typer.Option(0.0, "--min-delta",
                                     help="A set helps a class if its accuracy gain exceeds "
                                          "this (0.02 = 2 points)."),
@@ -129,6 +133,8 @@ def ablate(
         copies = load_augmented_manifest(augmented)
         result = run_ablation(manifest, copies, recipe, names, out,
                               class_conditional=class_conditional, min_delta=min_delta,
+                              candidates=[s for s in candidates.split(",") if s.strip()]
+                              if candidates else None,
                               progress=progress)
     except ValueError as exc:
         fail(str(exc))
