@@ -479,6 +479,15 @@ class RunOutcome:
     model_path: Path | None
 
 
+def refuse_bad_files(manifest: Manifest, strict: bool) -> None:
+    """With ``strict``, raise DatasetError listing ``manifest``'s bad files (if any)."""
+    if strict and manifest.bad_files:
+        bad = manifest.bad_files
+        listed = "; ".join(str(b) for b in bad[:5]) + (f" (+{len(bad) - 5} more)"
+                                                      if len(bad) > 5 else "")
+        raise DatasetError(f"{len(bad)} bad file(s) and --strict: {listed}")
+
+
 def run(
     manifest: Manifest,
     config: TrainConfig,
@@ -513,11 +522,7 @@ def run(
     work = report.prepare_run_dir(runs_dir, name, overwrite, resume=resume)
     data = prepare(manifest, resolve_features(config), augmented=augmented,
                    policy=config.augment_policy, cache=cache, progress=progress)
-    if strict and data.manifest.bad_files:
-        bad = data.manifest.bad_files
-        listed = "; ".join(str(b) for b in bad[:5]) + (f" (+{len(bad) - 5} more)"
-                                                      if len(bad) > 5 else "")
-        raise DatasetError(f"{len(bad)} bad file(s) and --strict: {listed}")
+    refuse_bad_files(data.manifest, strict)
     cv = None
     if config.folds != 0:
         cv = cross_validate(data, config, work, progress=progress, callbacks=callbacks)

@@ -29,7 +29,7 @@ from torch import nn
 
 from tympan.config import FeatureConfig, JsonConfig
 from tympan.data.manifest import Manifest
-from tympan.errors import DatasetError, TympanError
+from tympan.errors import TympanError
 from tympan.features import LogMel, split_patches
 from tympan.results import CVResult, FoldResult
 
@@ -411,15 +411,12 @@ def run_frozen(
         DatasetError: see :func:`tympan.evaluate.make_splits`; with ``strict``, bad files.
     """
     from tympan import report
-    from tympan.evaluate import RunOutcome
+    from tympan.evaluate import RunOutcome, refuse_bad_files
     from tympan.modelfile import make_metadata, save_model
 
     work = report.prepare_run_dir(runs_dir, name, overwrite, resume=resume)
     data = embed_manifest(manifest, config, cache=cache, progress=progress)
-    if strict and data.manifest.bad_files:
-        bad = data.manifest.bad_files
-        raise DatasetError(f"{len(bad)} bad file(s) and --strict: "
-                           + "; ".join(str(b) for b in bad[:5]))
+    refuse_bad_files(data.manifest, strict)
     cv, chosen = (None, []) if config.folds == 0 else cross_validate_frozen(data, config)
     model_path = None
     final_C = None
