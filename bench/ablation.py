@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="default runs/bench/ablation-TAG")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
+    commit = git_commit()  # the code that runs, not what HEAD is when it ends
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     tag = (args.subset or "esc50") + "-" + "_".join(s.replace("+", "") for s in sets) + (
@@ -83,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
                     work / "ablation", class_conditional=args.class_conditional,
                     candidates=candidates, progress=args.progress)
     wall = time.perf_counter() - started
-    commit = git_commit()
     deltas = result.deltas() if "none" in result.results else None
     record = {
         "benchmark": "augmentation ablation, seed CNN",

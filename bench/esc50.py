@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="discard earlier fold work")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
+    commit = git_commit()  # the code that runs, not what HEAD is when it ends
 
     import torch
 
@@ -208,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     n_folds_total = len({c.fold for c in manifest.clips})
     full = (len(cv.folds) == n_folds_total and args.epochs is None
             and args.limit_train_batches is None)
-    commit = git_commit()
     result = {
         "recipe": recipe.name,
         "description": recipe.description,
