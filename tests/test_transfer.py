@@ -123,7 +123,60 @@ def test_frozen_mode_refuses_a_model_without_a_pretrained_backbone() -> None:
         build_transfer_model(FrozenConfig(model="cnn-s"), 3)
 
 
+def _noise_data(n_per_fold: int, n_folds: int, dim: int, copies_of_self: bool):  # type: ignore[no-untyped-def]
+    from tympan.data.manifest import Clip, Manifest
+    from tympan.transfer import EmbeddedData
+
+    rng = np.random.default_rng(0)
+    clips = [Clip(Path(f"/d/{f}-{i}.wav"), "ab"[i % 2], fold=f)
+             for f in range(1, n_folds + 1) for i in range(n_per_fold)]
+    embeddings = [rng.standard_normal((1, 1, dim)).astype(np.float32) for _ in clips]
+    # a "copy" identical to its clip: if a test clip's copy ever trained the head,
+    # the head would recall that clip's label from pure noise
+    variants = [[e.copy()] for e in embeddings] if copies_of_self else None
+    return EmbeddedData(Manifest(clips), embeddings, EFFICIENTAT_FEATURES, variants=variants)
+
+
+def test_frozen_head_trains_on_the_copies_of_training_clips_only() -> None:
+    from tympan.transfer import _rows, cross_validate_frozen
+
+    data = _noise_data(n_per_fold=20, n_folds=4, dim=64, copies_of_self=True)
+    x, y = _rows(data.embeddings, np.array([0, 1]), data.labels, data.variants)
+    assert x.shape == (4, 64) and y.tolist() == [data.labels[0]] * 2 + [data.labels[1]] * 2
+    config = FrozenConfig(c_grid=(100.0,))
+    cv, _ = cross_validate_frozen(data, config)
+    # labels are noise: held-out accuracy stays near chance (a leak would give ~100 %)
+    assert cv.summary()["accuracy_mean"] < 0.75
+    # while the same noise is recalled perfectly when the head did see it
+    from tympan.transfer import clip_probabilities, fit_head
+
+    everything = np.arange(len(data.manifest))
+    head = fit_head(data.embeddings, data.labels, everything, 2, 100.0, config.max_iter,
+                    data.variants)
+    recalled = clip_probabilities(head, data.embeddings, everything).argmax(axis=1)
+    assert (recalled == data.labels).mean() > 0.95
+
+
 # -- end to end on a synthetic dataset (needs the weights) -------------------------------------
+
+
+def test_copies_are_embedded_and_filtered_by_the_policy(
+    sound_classes_dir: Path, mn04_weights: Path, tmp_path: Path,
+) -> None:
+    from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
+
+    manifest = discover(sound_classes_dir)
+    make_copies(manifest, tmp_path / "aug", build_variants([1.1]), workers=1)
+    copies = load_augmented_manifest(tmp_path / "aug")
+    config = FrozenConfig(weights=str(mn04_weights))
+    data = embed_manifest(manifest, config, augmented=copies, workers=1)
+    assert data.variants is not None and [len(v) for v in data.variants] == [1] * len(manifest)
+    assert data.variants[0][0].shape[1:] == (2, 1536)
+    assert not np.array_equal(data.variants[0][0], data.embeddings[0])
+    only_tone = {c: (["TS"] if c == "tone" else []) for c in manifest.classes}
+    data = embed_manifest(manifest, config, augmented=copies, policy=only_tone, workers=1)
+    assert data.variants is not None
+    assert [len(v) for v in data.variants] == [int(c.label == "tone") for c in manifest.clips]
 
 
 def test_extractor_id_names_weights_embedding_shifts_and_front_end(mn04_weights: Path) -> None:

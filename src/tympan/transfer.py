@@ -159,12 +159,18 @@ class EmbeddingExtractor:
 
 @dataclass
 class EmbeddedData:
-    """Clips that decoded, with their embeddings ``(n_patches, time_shifts, dim)`` each."""
+    """Clips that decoded, with their embeddings ``(n_patches, time_shifts, dim)`` each.
+
+    ``variants[i]`` holds the embeddings of clip i's augmented copies (those its
+    class's policy allows): they join the head's training rows whenever clip i
+    trains, never when it is validated or tested. None without copies.
+    """
 
     manifest: Manifest
     embeddings: Sequence[np.ndarray]
     feature_config: FeatureConfig
     seconds: float = 0.0
+    variants: list[list[np.ndarray]] | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -179,11 +185,17 @@ def embed_manifest(
     manifest: Manifest,
     config: FrozenConfig,
     *,
+    augmented: Manifest | None = None,
+    policy: dict[str, list[str]] | None = None,
     cache: Any = None,
     workers: int = 2,
     progress: bool = False,
 ) -> EmbeddedData:
     """Embeddings of every clip of ``manifest`` through the feature cache (bad files skipped).
+
+    With ``augmented`` (offline copies from ``tympan augment``) each clip's copies
+    are embedded too, filtered by ``policy`` (class → sets) as
+    :func:`tympan.evaluate.augmented_variants` does.
 
     Raises:
         ChecksumError / TympanError: the backbone's weights (see :func:`build_transfer_model`).
@@ -196,12 +208,23 @@ def embed_manifest(
     model = build_transfer_model(config, 1)
     extractor = EmbeddingExtractor(model, feature_config, config.time_shifts, config.batch_size)
     cache = cache if cache is not None else FeatureCache()
-    cached = cache.get_with(
-        manifest, extractor.extractor_id, lambda w: extractor([w])[0],
-        feature_config.sample_rate, batch=extractor, workers=workers, progress=progress,
-        batch_size=max(1, config.batch_size // 2),
-    )
-    return EmbeddedData(cached.manifest, cached, feature_config, time.perf_counter() - started)
+
+    def embed(clips: Manifest) -> Any:
+        return cache.get_with(
+            clips, extractor.extractor_id, lambda w: extractor([w])[0],
+            feature_config.sample_rate, batch=extractor, workers=workers, progress=progress,
+            batch_size=max(1, config.batch_size // 2),
+        )
+
+    cached = embed(manifest)
+    variants = None
+    if augmented is not None:
+        from tympan.evaluate import augmented_variants
+
+        copies = embed(augmented)
+        variants = augmented_variants(cached.manifest, copies.manifest, copies, policy)
+    return EmbeddedData(cached.manifest, cached, feature_config, time.perf_counter() - started,
+                        variants)
 
 
 # -- the head ---------------------------------------------------------------------------------
@@ -263,20 +286,26 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, n_classes: int, C: float,
     return weight.detach().double().numpy(), bias.detach().double().numpy()
 
 
-def _rows(embeddings: Sequence[np.ndarray], indices: np.ndarray,
-          labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (patch, shift) embedding of the clips at ``indices``, with its clip's label."""
-    blocks = [np.asarray(embeddings[int(i)]).reshape(-1, np.asarray(embeddings[int(i)]).shape[-1])
-              for i in indices]
-    y = np.concatenate([np.full(len(b), labels[int(i)]) for b, i in zip(blocks, indices,
-                                                                        strict=True)])
-    return np.concatenate(blocks), y
+def _rows(embeddings: Sequence[np.ndarray], indices: np.ndarray, labels: np.ndarray,
+          variants: Sequence[Sequence[np.ndarray]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every (patch, shift) embedding of the clips at ``indices`` and of their copies in
+    ``variants``, each with its clip's label."""
+    blocks, y = [], []
+    for i in indices:
+        own = [embeddings[int(i)], *(variants[int(i)] if variants is not None else [])]
+        for e in own:
+            e = np.asarray(e)
+            blocks.append(e.reshape(-1, e.shape[-1]))
+            y.append(np.full(len(blocks[-1]), labels[int(i)]))
+    return np.concatenate(blocks), np.concatenate(y)
 
 
 def fit_head(embeddings: Sequence[np.ndarray], labels: np.ndarray, indices: np.ndarray,
-             n_classes: int, C: float, max_iter: int = 50) -> LogisticHead:
-    """Fit a :class:`LogisticHead` on the clips at ``indices`` (all their patches and shifts)."""
-    x, y = _rows(embeddings, indices, labels)
+             n_classes: int, C: float, max_iter: int = 50,
+             variants: Sequence[Sequence[np.ndarray]] | None = None) -> LogisticHead:
+    """Fit a :class:`LogisticHead` on the clips at ``indices`` (all their patches and shifts,
+    and the embeddings of their augmented copies in ``variants``, if given)."""
+    x, y = _rows(embeddings, indices, labels, variants)
     mean = x.mean(axis=0)
     scale = x.std(axis=0) + 1e-6
     weight, bias = fit_logistic((x - mean) / scale, y, n_classes, C, max_iter)
@@ -310,7 +339,8 @@ def choose_c(data: EmbeddedData, train_idx: np.ndarray, config: FrozenConfig,
     n_classes = len(data.classes)
     best: tuple[float, float, float] | None = None
     for C in config.c_grid:
-        head = fit_head(data.embeddings, data.labels, fit_idx, n_classes, C, config.max_iter)
+        head = fit_head(data.embeddings, data.labels, fit_idx, n_classes, C, config.max_iter,
+                        data.variants)
         probs = clip_probabilities(head, data.embeddings, val_idx)
         truth = data.labels[val_idx]
         accuracy = float((probs.argmax(axis=1) == truth).mean())
@@ -342,7 +372,8 @@ def cross_validate_frozen(data: EmbeddedData, config: FrozenConfig) -> tuple[CVR
     for k, ((train_idx, test_idx), name) in enumerate(zip(splits, names, strict=True)):
         started = time.perf_counter()
         C = choose_c(data, train_idx, config, config.seed + k)
-        head = fit_head(data.embeddings, data.labels, train_idx, n_classes, C, config.max_iter)
+        head = fit_head(data.embeddings, data.labels, train_idx, n_classes, C, config.max_iter,
+                        data.variants)
         probs = clip_probabilities(head, data.embeddings, test_idx)
         chosen.append(C)
         folds.append(FoldResult(fold=name, clip_indices=test_idx, y_true=data.labels[test_idx],
@@ -362,7 +393,7 @@ def fit_final(data: EmbeddedData, config: FrozenConfig) -> tuple[nn.Module, Logi
     everything = np.arange(len(data.manifest))
     C = choose_c(data, everything, config, config.seed)
     head = fit_head(data.embeddings, data.labels, everything, len(data.classes), C,
-                    config.max_iter)
+                    config.max_iter, data.variants)
     model = build_transfer_model(config, len(data.classes))
     install_head(model, head)
     return model, head
@@ -395,12 +426,17 @@ def run_frozen(
     final: bool = False,
     overwrite: bool = False,
     resume: bool = False,
+    augmented: Manifest | None = None,
+    policy: dict[str, list[str]] | None = None,
     cache: Any = None,
     strict: bool = False,
     progress: bool = False,
 ) -> Any:
     """Frozen-backbone run: embed, cross-validate the head, optionally save the final model,
     and write the run folder ``runs_dir/name`` like :func:`tympan.evaluate.run`.
+
+    ``augmented`` copies (filtered by ``policy``) add training rows to the head
+    of every fold their source clip trains in (see :class:`EmbeddedData`).
 
     ``resume`` reopens an unfinished run folder; the cached embeddings make a
     rerun cheap, so the folds are simply recomputed. Returns a
@@ -415,7 +451,8 @@ def run_frozen(
     from tympan.modelfile import make_metadata, save_model
 
     work = report.prepare_run_dir(runs_dir, name, overwrite, resume=resume)
-    data = embed_manifest(manifest, config, cache=cache, progress=progress)
+    data = embed_manifest(manifest, config, augmented=augmented, policy=policy, cache=cache,
+                          progress=progress)
     refuse_bad_files(data.manifest, strict)
     cv, chosen = (None, []) if config.folds == 0 else cross_validate_frozen(data, config)
     model_path = None
@@ -431,9 +468,12 @@ def run_frozen(
         model_path = save_model(work / "model.safetensors", model, metadata, overwrite=True)
     run_config = {"mode": "frozen", "frozen": config.to_dict(),
                   "features": data.feature_config.to_dict(),
-                  "data": str(manifest.root or manifest.name)}
+                  "data": str(manifest.root or manifest.name),
+                  "augmented": None if augmented is None else str(augmented.root),
+                  "augment_policy": policy}
     extra = {"embedding_seconds": round(data.seconds, 2), "C_per_fold": chosen,
-             "C_final": final_C}
+             "C_final": final_C,
+             "augmented_copies": sum(len(v) for v in data.variants) if data.variants else 0}
     report.write_run(work, cv, config=run_config, manifest=data.manifest,
                      model_path=model_path, extra=extra)
     final_dir = report.finalize_run_dir(work, overwrite=overwrite)

@@ -138,6 +138,7 @@ def train(
                               weights=None if weights is None else str(weights))
         _print_outcome(run_frozen(manifest, frozen, runs_dir=runs_dir, name=run_name,
                                   final=final, overwrite=overwrite, resume=resume,
+                                  augmented=aug_manifest, policy=recipe.augment_policy,
                                   strict=strict, progress=progress))
         return
     outcome = run(manifest, recipe, runs_dir=runs_dir, name=run_name, final=final,
