@@ -92,10 +92,12 @@ def frozen_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest,
     from tympan.transfer import FrozenConfig, cross_validate_frozen, embed_manifest
 
     config = FrozenConfig(model=recipe.config.model)
-    data = embed_manifest(manifest, config, progress=args.progress)
+    data = embed_manifest(manifest, config, augmented=augmented_copies(recipe, args),
+                          progress=args.progress)
     cv, chosen = cross_validate_frozen(data, config)
+    copies = sum(len(v) for v in data.variants) if data.variants else 0
     print(f"frozen: {config.to_json(indent=None)}; embedding {data.seconds:.1f} s; "
-          f"C per fold {chosen}")
+          f"{copies} augmented copies; C per fold {chosen}")
     return cv
 
 
@@ -136,15 +138,20 @@ def standard_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest
     """k-fold CV of ``recipe.config`` (shortened by the options) on ``manifest``'s folds."""
     from tympan.evaluate import cross_validate
 
-    augmented = None
-    if recipe.augmented is not None:
-        from tympan.augment.offline import load_augmented_manifest
-
-        folder = Path(recipe.augmented)
-        augmented = load_augmented_manifest(folder if folder.is_absolute()
-                                            else args.data / folder)
-    return cross_validate(manifest, schedule(recipe, args), work_dir, augmented=augmented,
+    return cross_validate(manifest, schedule(recipe, args), work_dir,
+                          augmented=augmented_copies(recipe, args),
                           progress=args.progress, only_folds=args.only_folds)
+
+
+def augmented_copies(recipe: Recipe, args: argparse.Namespace) -> Manifest | None:
+    """The offline copies joined to the training folds: ``--augmented``, else the recipe's."""
+    where = args.augmented or recipe.augmented
+    if where is None:
+        return None
+    from tympan.augment.offline import load_augmented_manifest
+
+    folder = Path(where)
+    return load_augmented_manifest(folder if folder.is_absolute() else args.data / folder)
 
 
 def schedule(recipe: Recipe, args: argparse.Namespace) -> TrainConfig:
@@ -177,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patience", type=int, help="early-stopping patience (epochs)")
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--augmented", type=Path,
+                        help="folder of `tympan augment` copies joined to the training folds "
+                             "(overrides the recipe's)")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/...)")
     parser.add_argument("--work-dir", type=Path, help="fold work (default runs/bench/...)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier fold work")
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = RECIPES[args.recipe]
-    tag = f"esc50-{recipe.name}" + (f"-{args.subset}" if args.subset else "")
+    tag = (f"esc50-{recipe.name}" + (f"-{args.subset}" if args.subset else "")
+           + (f"-aug-{args.augmented.name}" if args.augmented else ""))
     out = args.out or RESULTS / f"{tag}.json"
     work_dir = args.work_dir or ROOT / "runs" / "bench" / tag
     if args.fresh and work_dir.exists():
@@ -231,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None
         else " ".join(["bench/esc50.py", *argv]),
         "train_config": config.to_dict(),
+        "augmented": args.augmented.as_posix() if args.augmented else recipe.augmented,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

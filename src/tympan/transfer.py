@@ -12,6 +12,10 @@ training clips only. A clip's probabilities are the mean softmax over its
 patches and shifts, which is what the saved model computes: the head, with
 the standardisation folded in, becomes the Linear head of the registry model,
 so a frozen model file loads and predicts like a fine-tuned one.
+
+Offline augmented copies (``tympan augment``, ``--augmented``) are embedded
+through the same cache and add training rows to every head their source clip
+trains (never to its validation or test fold).
 """
 
 from __future__ import annotations
