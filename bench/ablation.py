@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "candidates": candidates,
             "fold_policies": result.fold_policies,
             "policy_all_folds": result.policy,
+            "nested_per_class_delta_vs_none": result.nested.deltas() if result.nested else None,
         } if args.class_conditional else None,
         "schedule": {"full": args.epochs == 80 and args.max_train_batches is None
                      and args.subset is None, "train_config": config.to_dict()},

@@ -102,13 +102,16 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
     assert [r["set"] for r in table] == ["none", "TS", "class-conditional"]
     assert {"accuracy_mean", "fold_1", "fold_2", "fold_3"} <= set(table[0])
     assert "| none |" in (run / "ablation.md").read_text()
-    assert (run / "delta_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("delta_heatmap.png", "nested_delta_heatmap.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     policy = load_policy(run / "policy.json")
     assert set(policy) == {"noise", "tone"}
     # With a nested ablation, policy.json comes from it: every clip scored by each
     # pair model that did not train on it.
-    deltas = ablate_module.AblationResult(
-        result.classes, {"none": nested[0]["result"], "TS": nested[1]["result"]}).deltas()
+    assert result.nested is not None
+    assert result.nested.results["none"] is nested[0]["result"]
+    assert result.nested.results["TS"] is nested[1]["result"]
+    deltas = result.nested.deltas()
     for name, sets in policy.items():
         assert sets == (["TS"] if deltas[name]["TS"] > 0 else [])
 

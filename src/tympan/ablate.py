@@ -62,6 +62,9 @@ class AblationResult:
     results: dict[str, CVResult]
     policy: Policy | None = None
     fold_policies: dict[str, Policy] = field(default_factory=dict)
+    #: the class-conditional evaluation's fold-pair fits (``none`` and each candidate):
+    #: every clip scored by each model that did not train on it
+    nested: AblationResult | None = None
 
     def per_class_accuracy(self) -> dict[str, np.ndarray]:
         """Per set, ``(n_classes,)`` accuracy (recall) pooled over the folds' test clips."""
@@ -251,9 +254,8 @@ def ablate(
             folds.extend(run_set(data, f"{CLASS_CONDITIONAL} (fold {fold})", where,
                                  only=[fold]).folds)
         results[CLASS_CONDITIONAL] = CVResult(classes, folds, sum(f.seconds for f in folds))
-        # every clip scored by each pair model that did not train on it
-        result.policy = choose_policy(AblationResult(classes, nested).deltas(),
-                                      min_delta=min_delta)
+        result.nested = AblationResult(classes, nested)
+        result.policy = choose_policy(result.nested.deltas(), min_delta=min_delta)
     if root is not None:
         write_ablation(root, result, config=config, min_delta=min_delta)
     return result
@@ -314,7 +316,9 @@ def plot_deltas(path: Path, result: AblationResult, baseline: str = "none") -> P
 def write_ablation(root: Path, result: AblationResult, *, config: TrainConfig | None = None,
                    min_delta: float = 0.0) -> dict[str, Path]:
     """Write ``ablation.csv``, ``ablation.md``, ``per_class.csv``, ``delta_heatmap.png``,
-    ``ablation.json`` and (with a ``none`` run) ``policy.json`` into ``root``."""
+    ``ablation.json`` and (with a ``none`` run) ``policy.json`` into ``root``; with a
+    nested evaluation also ``nested_delta_heatmap.png`` (each candidate set's per-class
+    delta, pooled over the fold-pair fits)."""
     root.mkdir(parents=True, exist_ok=True)
     paths = {"csv": root / "ablation.csv", "markdown": root / "ablation.md",
              "per_class": root / "per_class.csv", "json": root / "ablation.json"}
@@ -328,15 +332,21 @@ def write_ablation(root: Path, result: AblationResult, *, config: TrainConfig | 
             "per_class_accuracy": {s: dict(zip(result.classes, map(float, a), strict=True))
                                    for s, a in accuracy.items()},
             "fold_policies": result.fold_policies, "min_delta": min_delta,
+            "nested_per_class_delta": result.nested.deltas() if result.nested else None,
             "train_config": config.to_dict() if config is not None else None}
     atomic_write_text(paths["json"], json.dumps(body, indent=1) + "\n")
     if "none" in result.results and len(result.results) > 1:
         paths["heatmap"] = plot_deltas(root / "delta_heatmap.png", result)
+    if result.nested is not None and len(result.nested.results) > 1:
+        paths["nested_heatmap"] = plot_deltas(root / "nested_delta_heatmap.png", result.nested)
     if result.policy is not None:
+        source = (("nested ablation over all folds: each clip scored by every fold-pair model "
+                   "that did not train on it") if result.nested is not None
+                  else "the ablation's sets over all folds")
         paths["policy"] = save_policy(
             root / "policy.json", result.policy, min_delta=min_delta,
-            deltas=result.deltas(),
-            source="chosen from the full ablation (all folds); for a final model")
+            deltas=(result.nested or result).deltas(),
+            source=f"chosen from the {source}; for a final model")
     return paths
 
 
