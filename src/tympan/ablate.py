@@ -287,7 +287,8 @@ def markdown_table(result: AblationResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_deltas(path: Path, result: AblationResult, baseline: str = "none") -> Path:
+def plot_deltas(path: Path, result: AblationResult, baseline: str = "none",
+                title: str | None = None) -> Path:
     """Heat-map PNG: classes (rows) × sets (columns), per-class accuracy delta in points."""
     import matplotlib
 
@@ -304,7 +305,7 @@ def plot_deltas(path: Path, result: AblationResult, baseline: str = "none") -> P
     ax.set_xticks(range(len(sets)), sets, rotation=30, ha="right")
     ax.set_yticks(range(len(result.classes)), result.classes,
                   fontsize=7 if len(result.classes) > 20 else 9)
-    ax.set_title(f"per-class accuracy delta vs {baseline} (points)")
+    ax.set_title(title or f"per-class accuracy delta vs {baseline} (points)")
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -338,7 +339,9 @@ def write_ablation(root: Path, result: AblationResult, *, config: TrainConfig | 
     if "none" in result.results and len(result.results) > 1:
         paths["heatmap"] = plot_deltas(root / "delta_heatmap.png", result)
     if result.nested is not None and len(result.nested.results) > 1:
-        paths["nested_heatmap"] = plot_deltas(root / "nested_delta_heatmap.png", result.nested)
+        paths["nested_heatmap"] = plot_deltas(
+            root / "nested_delta_heatmap.png", result.nested,
+            title="per-class accuracy delta vs none (points), nested fold-pair fits")
     if result.policy is not None:
         source = (("nested ablation over all folds: each clip scored by every fold-pair model "
                    "that did not train on it") if result.nested is not None
