@@ -258,12 +258,20 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
                                    tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from tympan.augment.offline import build_variants, make_copies
     from tympan.cli import app
 
+    make_copies(discover(sound_classes_dir), tmp_path / "aug", build_variants([0.9]),
+                workers=1)
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"policy": {"tone": ["TS"]}}))
     result = CliRunner().invoke(app, [
         "train", str(sound_classes_dir), "--model", "mn04_as", "--mode", "frozen",
         "--folds", "2", "--weights", str(mn04_weights), "--final", "--name", "f",
         "--runs-dir", str(tmp_path), "--no-progress",
+        "--augmented", str(tmp_path / "aug"), "--augment-policy", str(policy),
     ])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "f" / "model.safetensors").is_file()
+    metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
+    assert metrics["extra"]["augmented_copies"] == 12  # the tone clips' copies only
