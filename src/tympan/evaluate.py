@@ -479,6 +479,19 @@ class RunOutcome:
     model_path: Path | None
 
 
+def complete_run(work: Path, cv: CVResult | None, *, config: dict[str, Any],
+                 manifest: Manifest, model_path: Path | None, extra: dict[str, Any],
+                 overwrite: bool) -> RunOutcome:
+    """Write the report into the work folder ``work``, rename it to its run name and say
+    where everything ended up (see :func:`tympan.report.write_run`)."""
+    from tympan import report
+
+    report.write_run(work, cv, config=config, manifest=manifest, model_path=model_path,
+                     extra=extra)
+    final_dir = report.finalize_run_dir(work, overwrite=overwrite)
+    return RunOutcome(final_dir, cv, None if model_path is None else final_dir / model_path.name)
+
+
 def refuse_bad_files(manifest: Manifest, strict: bool) -> None:
     """With ``strict``, raise DatasetError listing ``manifest``'s bad files (if any)."""
     if strict and manifest.bad_files:
@@ -543,9 +556,5 @@ def run(
                   "data": str(manifest.root or manifest.name),
                   "augmented": None if augmented is None else str(augmented.root)}
     extra = {"augmented_copies": sum(len(v) for v in data.variants) if data.variants else 0}
-    report.write_run(work, cv, config=run_config, manifest=data.manifest,
-                     model_path=model_path, extra=extra)
-    final_dir = report.finalize_run_dir(work, overwrite=overwrite)
-    if model_path is not None:
-        model_path = final_dir / model_path.name
-    return RunOutcome(final_dir, cv, model_path)
+    return complete_run(work, cv, config=run_config, manifest=data.manifest,
+                        model_path=model_path, extra=extra, overwrite=overwrite)

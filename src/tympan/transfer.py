@@ -451,7 +451,7 @@ def run_frozen(
         DatasetError: see :func:`tympan.evaluate.make_splits`; with ``strict``, bad files.
     """
     from tympan import report
-    from tympan.evaluate import RunOutcome, refuse_bad_files
+    from tympan.evaluate import complete_run, refuse_bad_files
     from tympan.modelfile import make_metadata, save_model
 
     work = report.prepare_run_dir(runs_dir, name, overwrite, resume=resume)
@@ -478,12 +478,8 @@ def run_frozen(
     extra = {"embedding_seconds": round(data.seconds, 2), "C_per_fold": chosen,
              "C_final": final_C,
              "augmented_copies": sum(len(v) for v in data.variants) if data.variants else 0}
-    report.write_run(work, cv, config=run_config, manifest=data.manifest,
-                     model_path=model_path, extra=extra)
-    final_dir = report.finalize_run_dir(work, overwrite=overwrite)
-    if model_path is not None:
-        model_path = final_dir / model_path.name
-    return RunOutcome(final_dir, cv, model_path)
+    return complete_run(work, cv, config=run_config, manifest=data.manifest,
+                        model_path=model_path, extra=extra, overwrite=overwrite)
 
 
 __all__ = [
