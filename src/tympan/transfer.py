@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -190,7 +190,7 @@ def embed_manifest(
     config: FrozenConfig,
     *,
     augmented: Manifest | None = None,
-    policy: dict[str, list[str]] | None = None,
+    policy: Mapping[str, Sequence[str]] | None = None,
     cache: Any = None,
     workers: int = 2,
     progress: bool = False,
@@ -431,7 +431,7 @@ def run_frozen(
     overwrite: bool = False,
     resume: bool = False,
     augmented: Manifest | None = None,
-    policy: dict[str, list[str]] | None = None,
+    policy: Mapping[str, Sequence[str]] | None = None,
     cache: Any = None,
     strict: bool = False,
     progress: bool = False,
