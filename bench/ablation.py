@@ -29,12 +29,12 @@ from pathlib import Path
 from esc50 import default_data
 from provenance import cpu_model, git_commit
 
-from tympan.ablate import ablate
 from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
 from tympan.augment.presets import expand_sets
 from tympan.config import TrainConfig
 from tympan.data.sources import discover
 from tympan.fileio import atomic_write_text
+from tympan.workflows.ablate import ablate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,18 +1,19 @@
 """ESC-50 benchmark: 5-fold cross-validation of a named recipe, on the dataset's own folds.
 
-    python bench/esc50.py cnn-s                      # the full recipe (meant for a GPU)
+    python bench/esc50.py mn04-frozen                # the default recipe (minutes on a CPU)
+    python bench/esc50.py cnn-s                      # the seed CNN's full recipe (meant for a GPU)
     python bench/esc50.py cnn-s --epochs 3 --limit-train-batches 50 --threads 1   # short CPU run
 
 Writes ``bench/results/esc50-RECIPE.json``: per-fold and mean accuracy, the
 schedule that actually ran (epochs, folds, batch cap: ``"full": false`` when
-shortened), wall time, device, CPU model, commit and command. Training work
-lives in ``runs/bench/esc50-RECIPE/`` so an interrupted benchmark resumes
+shortened), wall time, device, CPU model, commit and command. The work goes
+through tympan's one orchestrator (:func:`tympan.workflows.run.run`) into the
+run folder ``runs/bench/esc50-RECIPE/``, so an interrupted benchmark resumes
 (finished folds are kept); ``--fresh`` starts it again.
 
-A recipe is one :class:`Recipe` in :data:`RECIPES`: a :class:`TrainConfig`
-for the standard k-fold CNN path, or a ``runner`` for recipes that train
-differently (e.g. a frozen backbone with a light head). Add one with
-:func:`add_recipe`; nothing else changes.
+A recipe is one :class:`Recipe` in :data:`RECIPES`: a name, a description and
+the :class:`TrainConfig` (its ``mode`` picks finetune or frozen training).
+Add one with :func:`add_recipe`; nothing else changes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,12 +33,9 @@ from provenance import cpu_model, git_commit
 
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
-from tympan.results import CVResult
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-
-Runner = Callable[["Recipe", argparse.Namespace, Manifest, Path], CVResult]
 
 
 @dataclass(frozen=True)
@@ -48,16 +44,13 @@ class Recipe:
 
     ``config`` is the full schedule (command-line options shorten it);
     ``augmented`` names a folder of offline copies (``tympan augment`` output,
-    relative to the dataset folder or absolute) joined to the training folds;
-    ``runner(recipe, args, manifest, work_dir) -> CVResult`` replaces the
-    standard cross-validation when set.
+    relative to the dataset folder or absolute) joined to the training folds.
     """
 
     name: str
     description: str
     config: TrainConfig
     augmented: str | None = None
-    runner: Runner | None = None
 
 
 RECIPES: dict[str, Recipe] = {}
@@ -73,51 +66,29 @@ def add_recipe(recipe: Recipe) -> Recipe:
 
 # The seed's CNN from scratch, no augmentation: 128x128 log-mel patches at 44.1 kHz,
 # Adam with L2, cosine schedule, early stopping on validation clips from the training folds.
-_SEED = TrainConfig(model="cnn-s", epochs=80, batch_size=32, lr=1e-3, weight_decay=1e-4,
-                    early_stopping_patience=15, val_fraction=0.15, seed=0, num_workers=4)
+_SEED = TrainConfig(model="cnn-s", mode="finetune", epochs=80, batch_size=32, lr=1e-3,
+                    weight_decay=1e-4, early_stopping_patience=15, val_fraction=0.15, seed=0,
+                    num_workers=4)
 add_recipe(Recipe("cnn-s", "seed CNN, small (4 conv blocks, 16-128 channels), from scratch",
                   _SEED))
 add_recipe(Recipe("cnn-m", "seed CNN, medium (4 double-conv blocks, 32-256 channels)",
                   _SEED.replace(model="cnn-m")))
 add_recipe(Recipe("crnn-s", "cnn-s conv stack + bidirectional GRU over time",
                   _SEED.replace(model="crnn-s")))
-
-
-# -- transfer from AudioSet (EfficientAT mn04_as; tympan.transfer) ----------------------------
-
-
-def frozen_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest,
-                  work_dir: Path) -> CVResult:
-    """Frozen mn04 embeddings (cached) + a logistic-regression head per fold."""
-    from tympan.transfer import FrozenConfig, cross_validate_frozen, embed_manifest
-
-    config = FrozenConfig(model=recipe.config.model)
-    data = embed_manifest(manifest, config, augmented=augmented_copies(recipe, args),
-                          progress=args.progress)
-    cv, chosen = cross_validate_frozen(data, config)
-    copies = sum(len(v) for v in data.variants) if data.variants else 0
-    print(f"frozen: {config.to_json(indent=None)}; embedding {data.seconds:.1f} s; "
-          f"{copies} augmented copies; C per fold {chosen}")
-    return cv
-
-
 add_recipe(Recipe("mn04-frozen",
                   "EfficientAT mn04_as frozen: time-averaged per-frequency embeddings (1536-d) "
                   "of each patch and its half-length circular time shift, logistic regression "
-                  "with C tuned on an inner split (tympan.transfer.FrozenConfig defaults)",
-                  TrainConfig(model="mn04_as", epochs=1), runner=frozen_runner))
+                  "with C tuned on an inner split (tympan's default recipe)",
+                  TrainConfig(model="mn04_as", mode="frozen")))
 add_recipe(Recipe("mn04-finetune",
                   "EfficientAT mn04_as fine-tuned: Linear head at lr 1e-3, backbone at 1e-4 "
                   "(frozen for the first epoch), mixup 0.3, SpecAugment",
-                  TrainConfig(model="mn04_as", epochs=40, batch_size=32, lr=1e-3,
-                              optimizer="adamw", weight_decay=1e-3, backbone_lr_scale=0.1,
-                              freeze_backbone_epochs=1, mixup_alpha=0.3,
+                  TrainConfig(model="mn04_as", mode="finetune", epochs=40, batch_size=32,
+                              lr=1e-3, optimizer="adamw", weight_decay=1e-3,
+                              backbone_lr_scale=0.1, freeze_backbone_epochs=1, mixup_alpha=0.3,
                               spec_time_mask_frames=48, spec_freq_mask_bins=16,
                               early_stopping_patience=10, val_fraction=0.15, seed=0,
                               num_workers=4)))
-
-
-
 
 
 def _device() -> str:
@@ -131,16 +102,6 @@ def _device() -> str:
 def default_data() -> Path:
     base = os.environ.get("TYMPAN_DATA")
     return Path(base) / "esc50" if base else Path("/work/shared/datasets/esc50")
-
-
-def standard_runner(recipe: Recipe, args: argparse.Namespace, manifest: Manifest,
-                    work_dir: Path) -> CVResult:
-    """k-fold CV of ``recipe.config`` (shortened by the options) on ``manifest``'s folds."""
-    from tympan.evaluate import cross_validate
-
-    return cross_validate(manifest, schedule(recipe, args), work_dir,
-                          augmented=augmented_copies(recipe, args),
-                          progress=args.progress, only_folds=args.only_folds)
 
 
 def augmented_copies(recipe: Recipe, args: argparse.Namespace) -> Manifest | None:
@@ -163,7 +124,8 @@ def schedule(recipe: Recipe, args: argparse.Namespace) -> TrainConfig:
     }
     import torch
 
-    if args.workers is None and not torch.cuda.is_available():
+    if (args.workers is None and not torch.cuda.is_available()
+            and recipe.config.mode == "finetune"):
         changes["num_workers"] = 0  # on a CPU, loader processes only compete with training
     return recipe.config.replace(**{k: v for k, v in changes.items() if v is not None})
 
@@ -188,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of `tympan augment` copies joined to the training folds "
                              "(overrides the recipe's)")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/...)")
-    parser.add_argument("--work-dir", type=Path, help="fold work (default runs/bench/...)")
+    parser.add_argument("--work-dir", type=Path, help="folder of run folders (default runs/bench)")
     parser.add_argument("--fresh", action="store_true", help="discard earlier fold work")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
@@ -204,16 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     tag = (f"esc50-{recipe.name}" + (f"-{args.subset}" if args.subset else "")
            + (f"-aug-{args.augmented.name}" if args.augmented else ""))
     out = args.out or RESULTS / f"{tag}.json"
-    work_dir = args.work_dir or ROOT / "runs" / "bench" / tag
-    if args.fresh and work_dir.exists():
-        shutil.rmtree(work_dir)
+    runs_dir = args.work_dir or ROOT / "runs" / "bench"
     started = time.perf_counter()
     manifest = discover(args.data, subset=args.subset)
     if args.folds is not None:
         names = sorted({str(c.fold) for c in manifest.clips}, key=int)
         args.only_folds = names[:args.folds]
-    runner = recipe.runner or standard_runner
-    cv = runner(recipe, args, manifest, work_dir)
+    from tympan.workflows.run import run
+    from tympan.workflows.runfolder import work_dir_for
+
+    resume = work_dir_for(runs_dir, tag).is_dir() and not args.fresh
+    outcome = run(manifest, schedule(recipe, args), runs_dir=runs_dir, name=tag, resume=resume,
+                  overwrite=True, augmented=augmented_copies(recipe, args),
+                  progress=args.progress, only_folds=args.only_folds)
+    cv = outcome.cv
+    assert cv is not None
     wall = time.perf_counter() - started
     config = schedule(recipe, args)
     summary = cv.summary()
@@ -233,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "macro_f1_mean": summary["macro_f1_mean"],
         "folds": summary["folds"],
         "best_epochs": [f.best_epoch for f in cv.folds],
+        "fold_info": {f.fold: f.info for f in cv.folds},
+        "run_dir": str(outcome.run_dir),
         "wall_seconds": round(wall, 1),
         "train_seconds": summary["seconds"],
         "device": _device(),

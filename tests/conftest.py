@@ -69,7 +69,7 @@ def tiny_model(n_classes: int = 3, seed: int = 0) -> nn.Module:
 @pytest.fixture
 def tiny_model_file(tmp_path: Path) -> Path:
     """An untrained 3-class tiny ``cnn-s`` saved as ``tmp_path/tiny.safetensors``."""
-    from tympan.modelfile import make_metadata, save_model
+    from tympan.models.modelfile import make_metadata, save_model
 
     model = tiny_model(len(TINY_CLASSES))
     metadata = make_metadata(model, TINY_CLASSES, tiny_features(), train_config={"epochs": 0})
@@ -91,8 +91,8 @@ def _one_torch_thread() -> None:
 @pytest.fixture(scope="session")
 def sound_classes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four-class folder dataset (tone, chirp, noise, click; random gain and offset):
-    12 clips of 0.75 s at 16 kHz per class, made by :func:`tympan.demo.make_dataset`."""
-    from tympan.demo import make_dataset
+    12 clips of 0.75 s at 16 kHz per class, made by :func:`tympan.workflows.demo.make_dataset`."""
+    from tympan.workflows.demo import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("sounds") / "sounds", n_per_class=12,
                         duration_seconds=0.75, seed=7)

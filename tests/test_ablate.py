@@ -10,14 +10,16 @@ import pytest
 import synth
 from conftest import tiny_features
 
-from tympan import ablate as ablate_module
 from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
 from tympan.augment.policy import load_policy
 from tympan.config import TrainConfig
 from tympan.data.sources import discover
+from tympan.workflows import ablate as ablate_module
 
 SR = 16000
 
+
+CNN = TrainConfig(model="cnn-s", features=tiny_features())
 
 def tiny_dataset(root: Path) -> Path:
     """2 classes x 3 folds x 2 clips of 1 s: tones vs noise bursts."""
@@ -49,7 +51,7 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
     calls: list[dict] = []
     real = ablate_module.cross_validate
 
-    def spy(data, recipe, run_dir=None, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(recipe, data, run_dir=None, **kwargs):  # type: ignore[no-untyped-def]
         folds = np.array([c.fold for c in data.manifest])
         splits = kwargs.get("splits")
         calls.append({
@@ -58,7 +60,7 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
             "splits": None if splits is None else [
                 (set(folds[tr].tolist()), set(folds[te].tolist())) for tr, te in splits],
         })
-        result = real(data, recipe, run_dir, **kwargs)
+        result = real(recipe, data, run_dir, **kwargs)
         calls[-1]["result"] = result
         return result
 
@@ -117,7 +119,7 @@ def test_ablation_table_heatmap_and_nested_policy(tmp_path: Path,
 
 
 def _splits(manifest):  # type: ignore[no-untyped-def]
-    from tympan.evaluate import fold_names, make_splits
+    from tympan.data.splits import fold_names, make_splits
 
     splits = make_splits(manifest)
     return splits, fold_names(manifest, splits)
@@ -130,14 +132,14 @@ def test_ablation_refuses_sets_without_copies(tmp_path: Path) -> None:
     from tympan.errors import DatasetError
 
     with pytest.raises(DatasetError, match="no copies of set.* PS1"):
-        ablate_module.ablate(manifest, copies, TrainConfig(), ["none", "PS1"])
+        ablate_module.ablate(manifest, copies, CNN, ["none", "PS1"])
     with pytest.raises(ValueError, match="unknown augmentation set"):
-        ablate_module.ablate(manifest, copies, TrainConfig(), ["none", "PS9"])
+        ablate_module.ablate(manifest, copies, CNN, ["none", "PS9"])
     with pytest.raises(DatasetError, match="baseline"):
-        ablate_module.ablate(manifest, copies, TrainConfig(), ["TS"], class_conditional=True)
+        ablate_module.ablate(manifest, copies, CNN, ["TS"], class_conditional=True)
     two_folds = manifest.subset(np.flatnonzero([c.fold != 3 for c in manifest.clips]))
     with pytest.raises(DatasetError, match="at least 3 folds"):
-        ablate_module.ablate(two_folds, copies, TrainConfig(), ["none", "TS"],
+        ablate_module.ablate(two_folds, copies, CNN, ["none", "TS"],
                              class_conditional=True)
 
 
@@ -152,7 +154,7 @@ def test_candidate_sets_default_to_the_single_sets() -> None:
 def test_resume_fingerprint_names_the_policy_and_only_the_copies_it_uses() -> None:
     from tympan.augment.policy import uniform_policy
     from tympan.data.manifest import Clip, Manifest
-    from tympan.evaluate import PreparedData
+    from tympan.workflows.prepared import PreparedData
 
     originals = [Clip(Path(f"/d/{c}{i}.wav"), c, fold=i) for c in "ab" for i in (1, 2)]
     data = PreparedData(Manifest(originals), [np.zeros((4, 4))] * 4, tiny_features())
@@ -161,19 +163,21 @@ def test_resume_fingerprint_names_the_policy_and_only_the_copies_it_uses() -> No
         return Manifest([Clip(Path(f"/c/{o.path.stem}.{t}.wav"), o.label, o.fold,
                               source=o.path, transform=t) for o in originals for t in tags])
 
+    def _prepared(manifest: Manifest) -> PreparedData:
+        return PreparedData(manifest, [np.ones((4, 4))] * len(manifest), tiny_features())
+
     ts = copies(["TS:0.9", "TS:1.1"])
     ts_ps = copies(["TS:0.9", "TS:1.1", "PS1:2"])
-    spec = [np.ones((4, 4))]
     uniform_ts = uniform_policy(["a", "b"], ["TS"])
-    fp = ablate_module._with_set(data, ts, spec * len(ts), uniform_ts).augmented_fingerprint
+    fp = ablate_module._with_set(data, _prepared(ts), uniform_ts).augmented_fingerprint
     # adding PS1 copies leaves a TS run resumable...
-    more = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), uniform_ts)
+    more = ablate_module._with_set(data, _prepared(ts_ps), uniform_ts)
     assert more.augmented_fingerprint == fp
     assert [len(v) for v in more.variants or []] == [2, 2, 2, 2]
     # ...while another policy over the same copies is another run
-    other = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), {"a": ["TS"], "b": []})
+    other = ablate_module._with_set(data, _prepared(ts_ps), {"a": ["TS"], "b": []})
     assert other.augmented_fingerprint != fp
     assert [len(v) for v in other.variants or []] == [2, 2, 0, 0]
     # a union names its members' copies
-    both = ablate_module._with_set(data, ts_ps, spec * len(ts_ps), {"a": ["TS+PS1"], "b": []})
+    both = ablate_module._with_set(data, _prepared(ts_ps), {"a": ["TS+PS1"], "b": []})
     assert [len(v) for v in both.variants or []] == [3, 3, 0, 0]

@@ -9,7 +9,7 @@ import pytest
 
 import tympan
 from tympan.classifier import NotFittedError
-from tympan.demo import DEMO_FEATURES, synth_arrays
+from tympan.workflows.demo import DEMO_FEATURES, synth_arrays
 
 PARAMS = {"epochs": 10, "batch_size": 8, "features": DEMO_FEATURES, "early_stopping_patience": 0}
 
@@ -86,6 +86,6 @@ def test_scikit_learn_protocol() -> None:
 def test_fit_checks_labels() -> None:
     waves, labels = synth_arrays(2, seed=0)
     with pytest.raises(ValueError, match="as many labels"):
-        tympan.Classifier(**PARAMS).fit(waves, labels[:-1])
+        tympan.Classifier("cnn-s", **PARAMS).fit(waves, labels[:-1])
     with pytest.raises(tympan.errors.DatasetError, match="at least 2"):
-        tympan.Classifier(**PARAMS).fit(waves[:2], ["tone", "tone"])
+        tympan.Classifier("cnn-s", **PARAMS).fit(waves[:2], ["tone", "tone"])

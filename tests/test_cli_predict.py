@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from tympan.cli import app, main
 from tympan.errors import DatasetError, ModelFileError
 from tympan.features import compute_log_mel
-from tympan.modelfile import make_metadata, save_model
-from tympan.predict import clip_patches
+from tympan.inference.predict import clip_patches
+from tympan.models.modelfile import make_metadata, save_model
 
 RATE = 16000
 runner = CliRunner()

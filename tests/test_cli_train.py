@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from tympan.cli import app
 from tympan.config import TrainConfig
-from tympan.demo import DEMO_FEATURES
 from tympan.errors import DatasetError
 from tympan.models import UnknownModelError
-from tympan.report import RunFolderError
+from tympan.workflows.demo import DEMO_FEATURES
+from tympan.workflows.runfolder import RunFolderError
 
 runner = CliRunner()
 
@@ -21,7 +21,7 @@ runner = CliRunner()
 @pytest.fixture
 def recipe(tmp_path: Path) -> Path:
     path = tmp_path / "recipe.json"
-    TrainConfig(features=DEMO_FEATURES, batch_size=8, lr=1e-3).save(path)
+    TrainConfig(model="cnn-s", features=DEMO_FEATURES, batch_size=8, lr=1e-3).save(path)
     return path
 
 

@@ -16,8 +16,6 @@ from tympan.features import (
     mel_blocks,
     mel_filterbank,
     n_frames,
-    patch_starts,
-    split_patches,
 )
 
 SR = SEED_FEATURES.sample_rate
@@ -124,29 +122,3 @@ def test_reflect_padding_needs_enough_samples():
 
 
 # ---- patching --------------------------------------------------------------------------
-
-def test_patch_starts_end_align_the_last_patch():
-    assert patch_starts(216, 128, 64) == [0, 64, 88]
-    assert patch_starts(192, 128, 64) == [0, 64]
-    assert patch_starts(128, 128, 64) == [0]
-    assert patch_starts(50, 128, 64) == [0]
-
-
-def test_split_patches_covers_every_frame_and_pads_short_clips():
-    spec = np.arange(2 * 3 * 216, dtype=np.float32).reshape(2, 3, 216)
-    patches = split_patches(spec, 128, 64)
-    assert patches.shape == (2, 3, 3, 128)
-    np.testing.assert_array_equal(patches[:, -1], spec[..., -128:])  # end-aligned
-    short = np.random.default_rng(0).normal(size=(3, 50)).astype(np.float32)
-    padded = split_patches(short, 128, 64)
-    assert padded.shape == (1, 3, 128)
-    np.testing.assert_array_equal(padded[0, :, :50], short)
-    assert (padded[0, :, 50:] == short.min()).all()  # filled with the clip's own floor
-    torch_padded = split_patches(torch.from_numpy(short), 128, 64)
-    np.testing.assert_array_equal(torch_padded.numpy(), padded)
-
-
-def test_five_second_clip_gives_the_seeds_three_patches():
-    spec = compute_log_mel(np.zeros(5 * SR, np.float32) + synth.tone(500, 5.0, SR))
-    assert spec.shape == (128, 216)
-    assert split_patches(spec).shape == (3, 128, 128)

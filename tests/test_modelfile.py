@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from tympan.data.manifest import Clip, Manifest
 from tympan.errors import ModelFileError
-from tympan.modelfile import (
+from tympan.models.modelfile import (
     FORMAT_VERSION,
     ModelMetadata,
     load_model,

@@ -11,20 +11,16 @@ import torch
 from conftest import TINY_CLASSES, tiny_features, tiny_model
 
 from tympan.audio import resample
-from tympan.data.manifest import BadFile, Clip, Manifest
-from tympan.errors import AudioError, DatasetError
+from tympan.errors import AudioError
 from tympan.features import compute_log_mel
-from tympan.modelfile import load_model
-from tympan.predict import (
-    Evaluation,
+from tympan.inference.predict import (
     Predictor,
-    clip_mean,
-    clip_patches,
     clip_probabilities,
     collect_audio_files,
-    evaluate_model,
     top_k,
 )
+from tympan.models.modelfile import load_model
+from tympan.windows import clip_patches
 
 RATE = 16000
 
@@ -48,23 +44,6 @@ def test_clip_probabilities_are_the_mean_of_patch_softmaxes() -> None:
             patches, _ = clip_patches([spec], config)
             expected = torch.softmax(model(patches), dim=1).mean(dim=0).numpy()
             np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_clip_patches_cover_clips_of_any_length() -> None:
-    config = tiny_features()
-    specs = [np.zeros((32, 10)), np.zeros((32, 32)), np.zeros((32, 70))]
-    patches, owner = clip_patches(specs, config)
-    assert patches.shape[1:] == (32, 32)
-    # short clip: padded to one patch; 70 frames: starts 0, 16, 32 and an end-aligned 38
-    assert np.bincount(owner).tolist() == [1, 1, 4]
-
-
-def test_clip_mean_averages_rows_per_clip() -> None:
-    probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 0.8]])
-    out = clip_mean(probs, np.array([0, 0, 1]), 2)
-    np.testing.assert_allclose(out, [[0.5, 0.5], [0.2, 0.8]])
-    with pytest.raises(ValueError, match="one clip per patch"):
-        clip_mean(probs, np.array([0, 1]), 2)
 
 
 def test_top_k_is_sorted_and_stable_on_ties() -> None:
@@ -196,41 +175,3 @@ def test_collect_audio_files_walks_folders(tmp_path: Path) -> None:
 
 
 # -- scoring a saved model --------------------------------------------------------------------
-
-
-def test_evaluation_metrics_cover_the_classes_in_the_data() -> None:
-    probs = np.eye(4)[[0, 1, 1, 1]]
-    evaluation = Evaluation(["a", "b", "c", "d"], [Path(f"{i}.wav") for i in range(4)],
-                            np.array([0, 0, 1, 1]), probs)
-    assert evaluation.accuracy == 0.75
-    # a: P=1, R=.5, F1=2/3; b: P=2/3, R=1, F1=.8; c and d (absent) do not count
-    assert evaluation.macro_f1 == pytest.approx((2 / 3 + 0.8) / 2)
-    assert evaluation.label_names == ["a", "b"]
-    assert evaluation.confusion().tolist() == [[1, 1], [0, 2]]
-    assert [r["support"] for r in evaluation.per_class()] == [2, 2]
-
-
-def test_evaluate_model_scores_and_skips(tiny_model_file: Path, tmp_path: Path) -> None:
-    predictor = Predictor(load_model(tiny_model_file), device="cpu")
-    tone = synth.write(tmp_path / "tone" / "a.wav", synth.tone(500, 0.5, RATE), RATE)
-    noise = synth.write(tmp_path / "noise" / "a.wav", synth.noise_burst(0.5, RATE), RATE)
-    junk = tmp_path / "noise" / "junk.wav"
-    junk.write_text("x")
-    manifest = Manifest([Clip(tone, "tone"), Clip(noise, "noise"), Clip(junk, "noise")],
-                        name="mini", bad_files=[BadFile(tmp_path / "gone.wav", "no such file")])
-    evaluation = evaluate_model(predictor, manifest)
-    assert evaluation.paths == [tone, noise]
-    assert [TINY_CLASSES[i] for i in evaluation.y_true] == ["tone", "noise"]
-    expected = predictor.predict_proba([tone, noise])
-    np.testing.assert_array_equal(evaluation.probabilities, expected)
-    assert [b.path.name for b in evaluation.bad_files] == ["gone.wav", "junk.wav"]
-    assert evaluation.summary()["n_skipped"] == 2
-
-
-def test_evaluate_model_refuses_labels_the_model_lacks(tiny_model_file: Path,
-                                                       tmp_path: Path) -> None:
-    predictor = Predictor(load_model(tiny_model_file), device="cpu")
-    manifest = Manifest([Clip(tmp_path / "x.wav", "tone"), Clip(tmp_path / "y.wav", "dog")],
-                        name="mini", root=tmp_path)
-    with pytest.raises(DatasetError, match="label\\(s\\) not in the model: dog"):
-        evaluate_model(predictor, manifest)

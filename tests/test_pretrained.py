@@ -12,8 +12,8 @@ import torch
 from tympan.config import EFFICIENTAT_FEATURES
 from tympan.errors import ChecksumError, TympanError
 from tympan.models import pretrained
+from tympan.models.efficientat_transfer import MN04_AS
 from tympan.models.pretrained import (
-    MN04_AS,
     PretrainedCfg,
     audioset_labels,
     get_pretrained,

@@ -12,17 +12,10 @@ import pytest
 from matplotlib.image import imread
 
 from tympan.data.manifest import BadFile, Clip, Manifest
-from tympan.predict import Evaluation
-from tympan.report import (
-    RunFolderError,
-    finalize_run_dir,
-    most_confused,
-    plot_confusion,
-    prepare_run_dir,
-    write_evaluation,
-    write_run,
-)
-from tympan.results import CVResult, EpochLog, FoldResult
+from tympan.workflows.evaluation import Evaluation
+from tympan.workflows.report import most_confused, plot_confusion, write_evaluation, write_run
+from tympan.workflows.results import CVResult, EpochLog, FoldResult
+from tympan.workflows.runfolder import RunFolderError, finalize_run_dir, prepare_run_dir
 
 CLASSES = ["chirp", "click", "noise", "tone"]
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tympan.results import CVResult, FoldResult
+from tympan.workflows.results import CVResult, FoldResult
 
 
 def _fold(name: str, y_true: list[int], y_pred: list[int], n_classes: int = 3) -> FoldResult:

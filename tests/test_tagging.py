@@ -9,7 +9,7 @@ import pytest
 import synth
 
 from tympan.errors import AudioError
-from tympan.tagging import AudioSetTagger, audioset_tags
+from tympan.inference.tagging import AudioSetTagger, audioset_tags
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ featurises audio exactly as it was trained.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tympan.config import FeatureConfig, TrainConfig
-from tympan.errors import TympanError
+from tympan.errors import ConfigError, TympanError
 
 _PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -38,9 +39,12 @@ def _is_path(item: Any) -> bool:
 class Classifier:
     """Train, apply, save and load a sound classifier.
 
-    ``model`` is a registry name (``tympan.models.list_models()``); every other
-    keyword is a :class:`TrainConfig` field (``epochs``, ``batch_size``, ``lr``,
-    ``seed``, ``features``, ``val_fraction`` …). ``verbose`` shows progress bars.
+    ``model`` is a registry name (``tympan.models.list_models()``) and ``mode``
+    the recipe (``"auto"``: frozen backbone + logistic head for a pretrained
+    model, network training otherwise; ``"finetune"``; ``"frozen"``). Every
+    other keyword is a :class:`TrainConfig` field (``epochs``, ``batch_size``,
+    ``lr``, ``seed``, ``c_grid`` …); one the recipe does not use is an error at
+    :meth:`fit`. ``verbose`` shows progress bars.
 
     Raises:
         TypeError: an unknown keyword.
@@ -48,8 +52,9 @@ class Classifier:
 
     def __init__(
         self,
-        model: str = "cnn-s",
+        model: str = "mn04_as",
         *,
+        mode: str = "auto",
         epochs: int = 30,
         batch_size: int = 32,
         lr: float = 1e-3,
@@ -62,6 +67,7 @@ class Classifier:
             raise TypeError(f"Classifier got unknown parameter(s) {', '.join(unknown)} "
                             f"(known: {', '.join(_PARAMS)}, verbose)")
         self.model = model
+        self.mode = mode
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -111,24 +117,30 @@ class Classifier:
         ``data`` is a :class:`~tympan.data.Manifest`, a dataset path (folder per
         class, CSV, ESC-50 folder), or a list of audio paths or mono float32
         waveforms (at the front end's sample rate) with their labels in ``y``.
-        A held-out ``val_fraction`` of the clips drives early stopping.
+        The recipe holds out a grouped ``val_fraction`` of the clips for its own
+        choices (early stopping, the head's ``C``).
 
         Raises:
+            ConfigError: a parameter the recipe does not use; a loaded
+                classifier whose recipe could not be read.
             DatasetError: no usable clips or fewer than two classes.
             ValueError: ``y`` missing or of the wrong length for a list.
         """
         from tympan.data.manifest import Clip, Manifest
         from tympan.data.sources import discover, validate
-        from tympan.evaluate import PreparedData, prepare, resolve_features, train_final
-        from tympan.train import waveforms_to_specs
+        from tympan.workflows.recipes import create_recipe
+        from tympan.workflows.run import fit_all
 
-        config = self.train_config()
-        features = resolve_features(config)
+        if getattr(self, "unreadable_recipe_", None) is not None:
+            raise ConfigError("this classifier was loaded from a model file whose recipe this "
+                              "version cannot read; set its parameters (set_params) and build a "
+                              "new Classifier to fit")
+        recipe = create_recipe(self.train_config())
         if isinstance(data, Manifest | str | Path):
             if y is not None:
                 raise ValueError("y is given only with a list of paths or waveforms")
             manifest = data if isinstance(data, Manifest) else discover(data)
-            prepared = prepare(manifest, features, progress=self.verbose)
+            prepared = recipe.featurise(manifest, progress=self.verbose)
         else:
             items = list(data)
             if y is None or len(y) != len(items):
@@ -138,19 +150,21 @@ class Classifier:
                 manifest = Manifest([Clip(Path(p), str(label)) for p, label in zip(items, y,
                                                                                  strict=True)],
                                     name="paths")
-                prepared = prepare(manifest, features, progress=self.verbose)
+                prepared = recipe.featurise(manifest, progress=self.verbose)
             else:
                 waves = [self._waveform(item) for item in items]
                 manifest = Manifest([Clip(Path(f"array-{i}"), str(label))
                                      for i, label in enumerate(y)], name="arrays")
-                prepared = PreparedData(manifest, waveforms_to_specs(waves, features), features)
+                prepared = recipe.featurise_waveforms(manifest, waves)
         validate(prepared.manifest)
-        fitted, prepared = train_final(prepared, config, progress=self.verbose)
-        self.model_ = fitted.model
+        fitted = fit_all(recipe, prepared, progress=self.verbose)
+        self.model_ = recipe.export(fitted, len(prepared.classes))
         self.classes_ = np.array(prepared.classes)
-        self.feature_config_: FeatureConfig = features
+        self.feature_config_: FeatureConfig = prepared.feature_config
+        self.recipe_: dict[str, Any] = recipe.train_config()
         self.history_ = fitted.history
         self.best_epoch_ = fitted.best_epoch
+        self.fit_info_ = fitted.info
         self.dataset_ = prepared.manifest
         return self
 
@@ -168,7 +182,7 @@ class Classifier:
             raise NotFittedError("this Classifier is not fitted: call fit() or Classifier.load()")
 
     def _predictor(self) -> Any:
-        from tympan.predict import Predictor
+        from tympan.inference.predict import Predictor
 
         self._check_fitted()
         return Predictor.from_model(self.model_, list(self.classes_), self.feature_config_)
@@ -208,12 +222,13 @@ class Classifier:
             ModelFileError: ``path`` exists and ``overwrite`` is False.
             NotFittedError: before ``fit``/``load``.
         """
-        from tympan.modelfile import make_metadata, save_model
+        from tympan.models.modelfile import make_metadata, save_model
 
         self._check_fitted()
         metadata = make_metadata(self.model_, list(self.classes_), self.feature_config_,
-                                 train_config=self.train_config().to_dict(),
-                                 manifest=getattr(self, "dataset_", None))
+                                 train_config=self.recipe_,
+                                 manifest=getattr(self, "dataset_", None),
+                                 extra=getattr(self, "fit_info_", None))
         return save_model(path, self.model_, metadata, overwrite=overwrite)
 
     @classmethod
@@ -223,23 +238,31 @@ class Classifier:
         Raises:
             ModelFileError: missing, truncated or foreign file.
         """
-        from tympan.modelfile import load_model
+        from tympan.models.modelfile import load_model
 
         loaded = load_model(path)
         meta = loaded.metadata
-        known = {k: v for k, v in meta.train_config.items() if k in _PARAMS}
         try:
-            params = TrainConfig.from_dict(known).to_dict() if known else {}
-        except (TypeError, ValueError):
-            params = {}  # a recipe this version cannot read does not stop prediction
+            params = TrainConfig.from_dict(dict(meta.train_config)).to_dict()
+            unreadable = None
+        except (TypeError, ValueError) as exc:
+            # prediction needs only the weights, labels and front end; the recipe is kept
+            # verbatim so a later save() writes the provenance the file had
+            warnings.warn(f"{path}: its training recipe cannot be read by this version ({exc}); "
+                          "the model predicts, but fit() needs new parameters",
+                          stacklevel=2)
+            params, unreadable = {}, dict(meta.train_config)
         params["model"] = meta.model_name
         params["features"] = meta.features
         clf = cls(**params)
         clf.model_ = loaded.model
         clf.classes_ = np.array(meta.labels)
         clf.feature_config_ = meta.features
+        clf.recipe_ = dict(meta.train_config)
+        clf.unreadable_recipe_ = unreadable  # type: ignore[attr-defined]
         clf.history_ = []
         clf.best_epoch_ = None
+        clf.fit_info_ = dict(meta.extra) if getattr(meta, "extra", None) else {}
         return clf
 
 

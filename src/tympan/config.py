@@ -39,7 +39,12 @@ class JsonConfig:
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
         hints = typing.get_type_hints(cls)
-        kwargs = {name: _coerce(hints[name], value) for name, value in data.items()}
+        kwargs = {}
+        for name, value in data.items():
+            try:
+                kwargs[name] = _coerce(hints[name], value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{cls.__name__}.{name}: {exc}") from None
         return cls(**kwargs)
 
     @classmethod
@@ -54,7 +59,31 @@ class JsonConfig:
 
     @classmethod
     def load(cls: type[T], path: str | Path) -> T:
-        return cls.from_json(Path(path).read_text())
+        """Read a config JSON file.
+
+        Raises:
+            ConfigError: the file is missing, unreadable, not JSON, or holds
+                unknown keys or values of the wrong type (the message names them).
+        """
+        from tympan.errors import ConfigError
+
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") \
+                from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file; a config is JSON") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                              f"{exc.msg})") from None
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
@@ -66,15 +95,20 @@ def _coerce(hint: Any, value: Any) -> Any:
         return None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
+        errors = []
         for arg in typing.get_args(hint):
             if arg is type(None):
                 continue
             try:
                 return _coerce(arg, value)
-            except (TypeError, ValueError):
-                continue
+            except (TypeError, ValueError) as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
         return value
-    if isinstance(hint, type) and issubclass(hint, JsonConfig) and isinstance(value, dict):
+    if isinstance(hint, type) and issubclass(hint, JsonConfig):
+        if not isinstance(value, dict):
+            raise ValueError(f"{hint.__name__}: expected a JSON object, got {value!r}")
         return hint.from_dict(value)
     if origin is tuple and isinstance(value, list):
         args = typing.get_args(hint)
@@ -209,7 +243,19 @@ class AudioConfig(JsonConfig):
 
 @dataclass(frozen=True)
 class TrainConfig(JsonConfig):
-    """A training recipe: the model, its optimiser and regularisation, the schedule, CV.
+    """A training recipe: the model, how it is trained, its schedule, CV.
+
+    ``mode`` picks the recipe (:mod:`tympan.workflows.recipes`): ``"finetune"``
+    trains the whole network with Lightning (from scratch for a model without
+    pretrained weights), ``"frozen"`` embeds every clip once with a pretrained
+    backbone and fits a logistic-regression head; ``"auto"`` is ``frozen``
+    for a pretrained model and ``finetune`` otherwise. A field the chosen
+    recipe does not use must keep its default (the recipe says which).
+    Frozen only: ``embedding`` (the backbone summary), ``time_shifts``
+    (circular time shifts embedded per patch, averaged at prediction),
+    ``c_grid`` (inverse L2 strengths tried on an inner split) and ``max_iter``
+    (L-BFGS iterations). ``val_fraction=None`` is the recipe's own default
+    (0.15 for finetune, 0.2 for frozen).
 
     ``features=None`` means the model's registered front end
     (:func:`tympan.models.default_features`). ``weight_decay`` is the L2
@@ -233,7 +279,8 @@ class TrainConfig(JsonConfig):
     ``max_train_batches`` caps the batches per epoch (short benchmark schedules).
     """
 
-    model: str = "cnn-s"
+    model: str = "mn04_as"
+    mode: Literal["auto", "finetune", "frozen"] = "auto"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     features: FeatureConfig | None = None
     epochs: int = 30
@@ -247,7 +294,7 @@ class TrainConfig(JsonConfig):
     label_smoothing: float = 0.0
     early_stopping_patience: int = 8
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    val_fraction: float = 0.15
+    val_fraction: float | None = None
     seed: int = 0
     folds: int | None = None
     num_workers: int = 0
@@ -261,6 +308,10 @@ class TrainConfig(JsonConfig):
     augment_policy: dict[str, list[str]] | None = None
     augment_variants: Literal["sample", "all"] = "sample"
     max_train_batches: int | None = None
+    embedding: Literal["pooled", "hidden", "freq"] = "freq"
+    time_shifts: int = 2
+    c_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
+    max_iter: int = 50
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -271,8 +322,16 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.weight_decay < 0 or self.l1 < 0:
             raise ValueError("weight_decay and l1 must be >= 0")
-        if not 0.0 <= self.val_fraction < 1.0:
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.mode not in ("auto", "finetune", "frozen"):
+            raise ValueError(f"mode must be auto, finetune or frozen, got {self.mode!r}")
+        if self.time_shifts < 1:
+            raise ValueError(f"time_shifts must be >= 1, got {self.time_shifts}")
+        if not self.c_grid or any(c <= 0 for c in self.c_grid):
+            raise ValueError(f"c_grid must hold positive values, got {self.c_grid}")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
         if self.folds is not None and self.folds < 0:
             raise ValueError(f"folds must be >= 0, got {self.folds}")
         if self.early_stopping_patience < 0 or self.freeze_backbone_epochs < 0:

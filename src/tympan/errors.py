@@ -30,5 +30,14 @@ class ChecksumError(TympanError):
     """A downloaded or local file does not match its expected sha256."""
 
 
+class ConfigError(TympanError, ValueError):
+    """A config file or a combination of options cannot be used; the message names the
+    file, key or option and what to do instead."""
+
+
+class DivergedError(TympanError):
+    """Training produced a non-finite loss or model output (the message says where)."""
+
+
 class SilentAudioWarning(UserWarning):
     """A clip decoded fine but every sample is (near) zero."""

@@ -264,39 +264,3 @@ def compute_log_mel(waveform: np.ndarray, config: FeatureConfig = SEED_FEATURES)
         module = _FRONTENDS.setdefault(config, LogMel(config))
     with torch.inference_mode():
         return module(torch.as_tensor(np.asarray(waveform, dtype=np.float32))).numpy()
-
-
-def patch_starts(frames: int, patch_frames: int, hop_frames: int) -> list[int]:
-    """First frame of each patch; the last patch is end-aligned so no frame is dropped."""
-    if frames <= patch_frames:
-        return [0]
-    starts = list(range(0, frames - patch_frames + 1, hop_frames))
-    if starts[-1] + patch_frames < frames:
-        starts.append(frames - patch_frames)
-    return starts
-
-
-def split_patches(
-    spec: Tensor | np.ndarray, patch_frames: int = 128, hop_frames: int = 64
-) -> Tensor | np.ndarray:
-    """Cut ``(..., n_mels, frames)`` into ``(..., n_patches, n_mels, patch_frames)``.
-
-    A spectrogram shorter than one patch is padded at the end with its own
-    minimum (the quietest value it holds, i.e. silence on its scale).
-    """
-    frames = spec.shape[-1]
-    if frames < patch_frames:
-        missing = patch_frames - frames
-        if isinstance(spec, np.ndarray):
-            floor = spec.min(axis=(-2, -1), keepdims=True)
-            filler = np.broadcast_to(floor, (*spec.shape[:-1], missing))
-            spec = np.concatenate([spec, filler], axis=-1)
-        else:
-            floor = spec.amin(dim=(-2, -1), keepdim=True)
-            spec = torch.cat([spec, floor.expand(*spec.shape[:-1], missing)], dim=-1)
-        frames = patch_frames
-    starts = patch_starts(frames, patch_frames, hop_frames)
-    pieces = [spec[..., s:s + patch_frames] for s in starts]
-    if isinstance(spec, np.ndarray):
-        return np.stack(pieces, axis=-3)
-    return torch.stack(pieces, dim=-3)  # type: ignore[arg-type]

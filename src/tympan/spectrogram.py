@@ -16,8 +16,9 @@ import numpy as np
 from tympan.audio import load_audio
 from tympan.config import SEED_FEATURES, FeatureConfig
 from tympan.errors import TympanError
-from tympan.features import compute_log_mel, split_patches
+from tympan.features import compute_log_mel
 from tympan.fileio import atomic_write_bytes
+from tympan.windows import split_patches
 
 
 def _refuse_existing(paths: list[Path], overwrite: bool) -> None:

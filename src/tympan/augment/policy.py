@@ -4,7 +4,7 @@ A policy maps a class name to the augmentation sets (``"TS"``, ``"PS1"`` …)
 whose offline copies its clips train with; ``[]`` means no augmentation for
 that class. It is chosen from per-class accuracy deltas of an ablation (each
 set against ``none``); an honest choice only ever sees data the evaluated
-model trains on (see :mod:`tympan.ablate`). Saved as JSON::
+model trains on (see :mod:`tympan.workflows.ablate`). Saved as JSON::
 
     {"policy": {"dog": ["TS", "PS1"], "rain": []},
      "min_delta": 0.0, "deltas": {"dog": {"TS": 0.05, ...}}, "source": "..."}

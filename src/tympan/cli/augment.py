@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from tympan.cli._app import app
-from tympan.cli.common import console, err_console, fail
+from tympan.cli.common import build_recipe, console, err_console, fail
 
 
 @app.command()
@@ -96,6 +96,7 @@ def ablate(
                              help="Folder for the table, heat-map, policy and fold runs."),
     config: Path = typer.Option(None, "--config", help="TrainConfig JSON: the recipe."),
     model: str = typer.Option(None, "--model", help="Model name (overrides --config)."),
+    mode: str = typer.Option(None, "--mode", help="auto, finetune or frozen (as for train)."),
     epochs: int = typer.Option(None, "--epochs", help="Maximum epochs per fit."),
     batch_size: int = typer.Option(None, "--batch-size", help="Patches per batch."),
     max_train_batches: int = typer.Option(None, "--max-train-batches",
@@ -117,17 +118,15 @@ def ablate(
 ) -> None:
     """Train the same recipe under each augmentation set (same folds and seeds) and
     write a table, per-class accuracy deltas against `none` (heat-map) and policy.json."""
-    from tympan.ablate import ablate as run_ablation
-    from tympan.ablate import markdown_table
     from tympan.augment.offline import load_augmented_manifest
-    from tympan.config import TrainConfig
     from tympan.data.sources import discover
+    from tympan.workflows.ablate import ablate as run_ablation
+    from tympan.workflows.ablate import markdown_table
 
-    base = TrainConfig.load(config) if config is not None else TrainConfig()
     changes = {"model": model, "epochs": epochs, "batch_size": batch_size,
                "max_train_batches": max_train_batches, "folds": folds, "seed": seed}
+    recipe = build_recipe(config, mode, {k: v for k, v in changes.items() if v is not None})
     try:
-        recipe = base.replace(**{k: v for k, v in changes.items() if v is not None})
         names = [s for s in sets.split(",") if s.strip()]
         manifest = discover(data, subset=subset)
         copies = load_augmented_manifest(augmented)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tympan.data.manifest import BadFile
-    from tympan.predict import Prediction
+    from tympan.inference.predict import Prediction
 
 
 @contextmanager
@@ -134,8 +134,8 @@ def predict(
             fail(f"{output}: already exists; pass --overwrite to replace it")
 
     from tympan.fileio import atomic_write_text
-    from tympan.modelfile import load_model
-    from tympan.predict import Predictor, collect_audio_files
+    from tympan.inference.predict import Predictor, collect_audio_files
+    from tympan.models.modelfile import load_model
 
     loaded = load_model(model)
     k = min(top_k, len(loaded.classes))
@@ -176,8 +176,8 @@ def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,
     from rich.table import Table
 
     from tympan.errors import AudioError
-    from tympan.predict import collect_audio_files
-    from tympan.tagging import audioset_tags
+    from tympan.inference.predict import collect_audio_files
+    from tympan.inference.tagging import audioset_tags
 
     files, skipped = collect_audio_files(paths)
     from tympan.data.manifest import BadFile
@@ -225,9 +225,11 @@ def evaluate(
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
     from tympan.data.sources import discover
-    from tympan.modelfile import load_model
-    from tympan.predict import Predictor, evaluate_model
-    from tympan.report import finalize_run_dir, prepare_run_dir, write_evaluation
+    from tympan.inference.predict import Predictor
+    from tympan.models.modelfile import load_model
+    from tympan.workflows.evaluation import evaluate_model
+    from tympan.workflows.report import write_evaluation
+    from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
 
     work_dir = None
     if output is not None:

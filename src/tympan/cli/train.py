@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tympan.cli._app import app
-from tympan.cli.common import console, err_console
+from tympan.cli.common import build_recipe, console, err_console
 
 if TYPE_CHECKING:
-    from tympan.evaluate import RunOutcome
+    from tympan.workflows.run import RunOutcome
 
 
 def _stamp() -> str:
@@ -44,17 +44,25 @@ def _print_outcome(outcome: RunOutcome) -> None:
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Dataset: folder per class, CSV, or ESC-50 folder.")],
-    model: Annotated[str, typer.Option(
-        help="Model name: cnn-s, cnn-m, crnn-s, crnn-m, or any registered model.")] = "cnn-s",
+    model: Annotated[str | None, typer.Option(
+        help="Model name (default mn04_as, the AudioSet backbone); cnn-s, cnn-m, crnn-s, crnn-m "
+             "train from scratch. `tympan models list` shows them all.")] = None,
+    mode: Annotated[str | None, typer.Option(
+        help="frozen (pretrained embeddings + logistic head: minutes on a CPU), finetune "
+             "(train the network; from scratch for a model without pretrained weights), or "
+             "auto (frozen for a pretrained model). Default: auto.")] = None,
     folds: Annotated[int | None, typer.Option(
         help="CV folds (default: the dataset's own folds, else 5); 0 = no CV.")] = None,
     no_cv: Annotated[bool, typer.Option("--no-cv", help="Skip CV: just train a model.")] = False,
+    only_folds: Annotated[str | None, typer.Option(
+        help="Run only these folds (comma-separated names, e.g. 1,3).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs per fit.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Patches per batch.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (repeatable runs).")] = None,
     val_fraction: Annotated[float | None, typer.Option(
-        help="Share of each fold's training clips held out for early stopping.")] = None,
+        help="Share of each fit's clips held out (early stopping; the frozen head's C).")
+    ] = None,
     patience: Annotated[int | None, typer.Option(
         help="Early-stopping patience in epochs (0 = off).")] = None,
     name: Annotated[str | None, typer.Option(
@@ -65,7 +73,8 @@ def train(
     final: Annotated[bool, typer.Option(
         help="After CV, train on all data and save the model in the run folder.")] = False,
     subset: Annotated[str | None, typer.Option(help="ESC-50 subset: esc10.")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on bad files instead of skipping.")] = False,
+    strict: Annotated[bool, typer.Option(
+        help="Fail on bad files or groups straddling folds instead of reporting them.")] = False,
     config: Annotated[Path | None, typer.Option(
         help="A TrainConfig JSON file as the base recipe (options override it).")] = None,
     augmented: Annotated[Path | None, typer.Option(
@@ -81,20 +90,18 @@ def train(
     precision: Annotated[str | None, typer.Option(
         help="auto | 32-true | bf16-mixed | 16-mixed.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    mode: Annotated[str, typer.Option(
-        help="Pretrained models: finetune (train backbone + head) or frozen (cached "
-             "embeddings + a logistic-regression head).")] = "finetune",
     weights: Annotated[Path | None, typer.Option(
         help="Pretrained weight file (else $TYMPAN_WEIGHTS, the cache, a download).")] = None,
 ) -> None:
-    """Cross-validate a model on DATA and write runs/<name>/ (report, metrics, plots, model)."""
-    from tympan.config import TrainConfig
+    """Cross-validate a model on DATA and write runs/<name>/ (report, metrics, plots, model).
+
+    With no --model, the AudioSet backbone (mn04_as) is frozen and a logistic
+    head is trained on its embeddings: the best model two CPU cores train in minutes."""
     from tympan.data.sources import discover
-    from tympan.evaluate import run
+    from tympan.workflows.run import run
 
     if resume and name is None:
         raise typer.BadParameter("--resume continues a named run: give its --name")
-    base = TrainConfig.load(config) if config is not None else TrainConfig()
     changes: dict[str, Any] = {
         "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
         "val_fraction": val_fraction, "early_stopping_patience": patience,
@@ -102,10 +109,10 @@ def train(
         "spec_freq_mask_bins": spec_freq_mask, "num_workers": workers, "precision": precision,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
-    if mode not in ("finetune", "frozen"):
-        raise typer.BadParameter(f"--mode must be finetune or frozen, got {mode!r}")
+    if mode is not None and mode not in ("auto", "finetune", "frozen"):
+        raise typer.BadParameter(f"--mode must be auto, finetune or frozen, got {mode!r}")
     if weights is not None:
-        changes["model_kwargs"] = {**base.model_kwargs, "weights": str(weights)}
+        changes["model_kwargs"] = {"weights": str(weights)}
     if no_cv:
         changes["folds"] = 0
     elif folds is not None:
@@ -114,13 +121,9 @@ def train(
         from tympan.augment.policy import load_policy
 
         changes["augment_policy"] = load_policy(augment_policy)
-    try:
-        recipe = base.replace(**changes)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    from tympan import models
-
-    models.model_info(recipe.model)  # an unknown name fails before any decoding
+    recipe = build_recipe(config, mode, changes)
+    if weights is not None:
+        recipe = recipe.replace(model_kwargs={**recipe.model_kwargs, "weights": str(weights)})
     manifest = discover(data, subset=subset)
     aug_manifest = None
     if augmented is not None:
@@ -130,20 +133,16 @@ def train(
     if manifest.bad_files:
         err_console.print(f"[yellow]skipping {len(manifest.bad_files)} bad file(s)[/]; "
                           "the run folder lists them (skipped.csv)")
-    run_name = name or f"{manifest.name}-{recipe.model}-{_stamp()}"
-    if mode == "frozen":
-        from tympan.transfer import FrozenConfig, run_frozen
+    from tympan.data.splits import describe_straddling
 
-        frozen = FrozenConfig(model=recipe.model, folds=recipe.folds, seed=recipe.seed,
-                              weights=None if weights is None else str(weights))
-        _print_outcome(run_frozen(manifest, frozen, runs_dir=runs_dir, name=run_name,
-                                  final=final, overwrite=overwrite, resume=resume,
-                                  augmented=aug_manifest, policy=recipe.augment_policy,
-                                  strict=strict, progress=progress))
-        return
+    straddle = describe_straddling(manifest)
+    if straddle and not strict:
+        err_console.print(f"[yellow]leakage warning[/]: {straddle}")
+    run_name = name or f"{manifest.name}-{recipe.model}-{_stamp()}"
     outcome = run(manifest, recipe, runs_dir=runs_dir, name=run_name, final=final,
                   overwrite=overwrite, resume=resume, augmented=aug_manifest, strict=strict,
-                  progress=progress)
+                  progress=progress,
+                  only_folds=only_folds.split(",") if only_folds is not None else None)
     _print_outcome(outcome)
 
 
@@ -154,20 +153,24 @@ def demo(
     runs_dir: Annotated[Path, typer.Option(help="Folder holding run folders.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run name (default: demo-<time>).")] = None,
     clips_per_class: Annotated[int, typer.Option(help="Clips per class.")] = 24,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs per fit.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Train the seed CNN for this many epochs (instead of the default recipe).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run of the same name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Generate a small synthetic 4-class dataset (tones, chirps, noise bursts, clicks) and
-    cross-validate the small seed CNN on it: about a minute on two CPU cores."""
+    cross-validate a classifier on it: the default recipe (frozen AudioSet backbone) when its
+    weights are at hand, else the small seed CNN (no download either way); about a minute on
+    two CPU cores."""
     import tempfile
 
     from tympan.data.cache import FeatureCache
     from tympan.data.sources import discover
-    from tympan.demo import DEMO_CLASSES, DEMO_RECIPE, make_dataset
-    from tympan.evaluate import run
+    from tympan.workflows.demo import DEMO_CLASSES, demo_recipe, make_dataset
+    from tympan.workflows.run import run
 
-    recipe = DEMO_RECIPE if epochs is None else DEMO_RECIPE.replace(epochs=epochs)
+    recipe, why = demo_recipe(epochs)
+    console.print(f"recipe: {why}")
     with tempfile.TemporaryDirectory(prefix="tympan-demo-") as tmp:
         root = make_dataset(data_dir or Path(tmp) / "sounds", n_per_class=clips_per_class)
         console.print(f"dataset: {root} ({len(DEMO_CLASSES)} classes × {clips_per_class} "

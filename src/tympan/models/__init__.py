@@ -3,7 +3,7 @@
 Importing this package registers every family (one module per family).
 """
 
-from tympan.models import cnn, crnn, efficientat  # noqa: F401  (register the families)
+from tympan.models import cnn, crnn, efficientat_transfer  # noqa: F401  (register the families)
 from tympan.models.registry import (
     ModelInfo,
     UnknownModelError,

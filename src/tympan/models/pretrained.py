@@ -29,10 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tympan.config import EFFICIENTAT_FEATURES, FeatureConfig
+from tympan.config import FeatureConfig
 from tympan.errors import ChecksumError, TympanError
 from tympan.fileio import sha256_file
-from tympan.models import efficientat
 
 WEIGHTS_ENV = "TYMPAN_WEIGHTS"
 CACHE_ENV = "TYMPAN_WEIGHTS_CACHE"
@@ -96,13 +95,26 @@ def register_pretrained(cfg: PretrainedCfg, *, overwrite: bool = False) -> Pretr
     return cfg
 
 
+class UnknownPretrainedError(TympanError, KeyError):
+    """No pretrained backbone is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 def get_pretrained(name: str) -> PretrainedCfg:
-    """The registered entry called ``name``; ``KeyError`` listing the known names otherwise."""
+    """The registered entry called ``name``.
+
+    Raises:
+        UnknownPretrainedError: no such backbone (the message lists the known ones).
+    """
     try:
         return _PRETRAINED[name]
     except KeyError:
         known = ", ".join(sorted(_PRETRAINED)) or "none"
-        raise KeyError(f"unknown pretrained backbone {name!r} (known: {known})") from None
+        raise UnknownPretrainedError(
+            f"unknown pretrained backbone {name!r} (known: {known}; `tympan models list`)"
+        ) from None
 
 
 def list_pretrained() -> list[str]:
@@ -283,36 +295,10 @@ def audioset_labels(backbone: str | PretrainedCfg = "mn04_as") -> list[str]:
     return names
 
 
-register_architecture(
-    "efficientat_mn",
-    Architecture(build=efficientat.build_mn,
-                 convert_state_dict=efficientat.convert_upstream_state_dict),
-)
-
-MN04_AS = register_pretrained(
-    PretrainedCfg(
-        name="mn04_as",
-        url="https://github.com/fschmid56/EfficientAT/releases/download/v0.0.1/mn04_as_mAP_432.pt",
-        sha256="899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c",
-        file_name="mn04_as_mAP_432.pt",
-        n_bytes=4_066_513,
-        architecture="efficientat_mn",
-        architecture_kwargs={"width": 0.4, "n_classes": 527},
-        licence="MIT (EfficientAT)",
-        paper="Schmid, Koutini, Widmer: Efficient Large-Scale Audio Tagging via "
-              "Transformer-to-CNN Knowledge Distillation, ICASSP 2023",
-        features=EFFICIENTAT_FEATURES,
-        embedding_dim=384,
-        head_dim=512,
-        description="MobileNetV3 width 0.4, 0.98 M parameters, AudioSet mAP 0.432",
-    )
-)
-
-
 __all__ = [
     "Architecture",
-    "MN04_AS",
     "PretrainedCfg",
+    "UnknownPretrainedError",
     "audioset_labels",
     "build_backbone",
     "cached_weights",

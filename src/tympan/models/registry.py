@@ -67,11 +67,14 @@ def register_model(
     *,
     default_features: FeatureConfig = SEED_FEATURES,
     pretrained: bool = False,
+    family: str | None = None,
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: register ``factory(n_classes, **kw) -> nn.Module`` under ``name``.
 
     ``default_features`` is the front end the model expects; ``pretrained``
-    marks factories that load weights. Registering a name twice is a
+    marks factories built on a pretrained backbone (they load its weights only
+    when called with ``pretrained=True``); ``family`` defaults to the factory's
+    module name. Registering a name twice is a
     ``ValueError`` (two modules disagreeing about a name is a bug).
     """
 
@@ -79,8 +82,8 @@ def register_model(
         if name in _REGISTRY and _REGISTRY[name].factory is not factory:
             raise ValueError(f"model {name!r} is already registered")
         doc = (factory.__doc__ or "").strip().splitlines()
-        family = factory.__module__.rsplit(".", 1)[-1]
-        info = ModelInfo(name, family, doc[0] if doc else "", default_features, pretrained)
+        info = ModelInfo(name, family or factory.__module__.rsplit(".", 1)[-1],
+                         doc[0] if doc else "", default_features, pretrained)
         _REGISTRY[name] = _Entry(factory, info)
         return factory
 

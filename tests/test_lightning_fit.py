@@ -1,4 +1,4 @@
-"""Fitting one model: patches, clip-level validation, history, seeds, resume, backbones."""
+"""Fitting one network with Lightning: validation, history, seeds, resume, backbones, augmenters."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from torch import nn
 
 from tympan import models
 from tympan.config import TrainConfig
-from tympan.demo import DEMO_CLASSES, DEMO_FEATURES, synth_arrays
+from tympan.errors import DivergedError
 from tympan.models import registry
-from tympan.train import ClipSet, PatchClassifier, PatchDataset, fit, waveforms_to_specs
+from tympan.workflows.demo import DEMO_CLASSES, DEMO_FEATURES, synth_arrays
+from tympan.workflows.recipes.lightning_fit import fit, waveforms_to_specs
+from tympan.workflows.recipes.lightning_module import PatchClassifier
+from tympan.workflows.recipes.patches import ClipSet, PatchDataset
 
 SMALL = {"channels": [8, 16, 32], "hidden": 32}
 CONFIG = TrainConfig(model="cnn-s", model_kwargs=SMALL, features=DEMO_FEATURES, epochs=3,
@@ -96,6 +99,11 @@ def test_interrupted_fit_resumes_from_last_checkpoint(
                   work_dir=tmp_path)
     assert [h.epoch for h in resumed.history] == [0, 1, 2, 3]
     assert resumed.history[0].train_loss == saved["tympan_history"][0]["train_loss"]
+    # the same weights as a fit that was never interrupted: every epoch's randomness
+    # (order, dropout, masks) depends on the seed and the epoch alone
+    straight = fit(train, val, n_classes=4, config=config, feature_config=DEMO_FEATURES)
+    assert torch.equal(_weights(resumed.model), _weights(straight.model))
+    assert [h.train_loss for h in resumed.history] == [h.train_loss for h in straight.history]
     csv_logs = sorted((tmp_path / "logs" / "csv").glob("version_*/metrics.csv"))
     assert len(csv_logs) == 2  # the interrupted session's log is kept beside the resumed one
     assert list((tmp_path / "logs" / "tensorboard").glob("version_*/events.*"))
@@ -164,16 +172,59 @@ def test_l1_penalty_sums_absolute_weights() -> None:
     assert torch.isclose(module._l1_penalty(), expected)
 
 
-def test_mixup_and_specaugment_train_when_configured(clips: tuple[ClipSet, ClipSet]) -> None:
+class _Spy(nn.Module):
+    """Records what the network is fed."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.inner(x)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("changes", [{"mixup_alpha": 0.4},
+                                     {"spec_time_mask_frames": 8, "spec_freq_mask_bins": 16},
+                                     {}])
+def test_mixup_and_specaugment_change_what_the_network_sees(changes: dict[str, float]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(8, 64, 32)
+    y = torch.arange(8) % 4
+    spy = _Spy(models.create("cnn-s", 4, **SMALL))
+    module = PatchClassifier(spy, 4, CONFIG.replace(**changes))
+    module.on_train_epoch_start()
+    loss = module.training_step((x, y), 0)
+    assert torch.isfinite(loss)
+    fed = spy.seen[-1]
+    if changes:  # a configured augmenter that were silently skipped would feed x itself
+        assert not torch.equal(fed, x)
+    else:
+        assert torch.equal(fed, x)
+    if "mixup_alpha" in changes:  # every mixed patch is a convex blend: inside x's range
+        assert fed.min() >= x.min() - 1e-5 and fed.max() <= x.max() + 1e-5
+    if "spec_time_mask_frames" in changes:  # masked cells are set to a constant: some equal
+        assert (fed == x).float().mean() < 1.0 and (fed != x).any()
+
+
+def test_mixup_changes_the_trained_weights(clips: tuple[ClipSet, ClipSet]) -> None:
     train, val = clips
-    config = CONFIG.replace(epochs=1, mixup_alpha=0.4, spec_time_mask_frames=4,
-                            spec_freq_mask_bins=8, spec_n_masks=1)
-    module = PatchClassifier(models.create("cnn-s", 4, **SMALL), 4, config)
-    assert module.spec_augment is not None and module._mixup is not None
-    result = fit(train, val, n_classes=4, config=config, feature_config=DEMO_FEATURES)
-    assert np.isfinite(result.history[0].train_loss)
-    plain = PatchClassifier(models.create("cnn-s", 4, **SMALL), 4, CONFIG)
-    assert plain.spec_augment is None and plain._mixup is None
+    config = CONFIG.replace(epochs=1)
+    plain = fit(train, val, n_classes=4, config=config, feature_config=DEMO_FEATURES)
+    mixed = fit(train, val, n_classes=4, config=config.replace(mixup_alpha=0.4),
+                feature_config=DEMO_FEATURES)
+    masked = fit(train, val, n_classes=4, config=config.replace(spec_time_mask_frames=8),
+                 feature_config=DEMO_FEATURES)
+    assert not torch.equal(_weights(plain.model), _weights(mixed.model))
+    assert not torch.equal(_weights(plain.model), _weights(masked.model))
+
+
+def test_a_diverged_fit_stops_with_a_clear_error(clips: tuple[ClipSet, ClipSet]) -> None:
+    train, val = clips
+    with pytest.raises(DivergedError, match=r"non-finite loss at epoch \d+.*lower the learning"):
+        fit(train, val, n_classes=4, config=CONFIG.replace(lr=1e12, epochs=2),
+            feature_config=DEMO_FEATURES)
 
 
 def test_train_config_round_trips_and_validates(tmp_path: Path) -> None:
@@ -183,6 +234,7 @@ def test_train_config_round_trips_and_validates(tmp_path: Path) -> None:
     config.save(tmp_path / "c.json")
     assert TrainConfig.load(tmp_path / "c.json") == config
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
+    assert TrainConfig().model == "mn04_as" and TrainConfig().mode == "auto"
     assert not TrainConfig().spec_augment
     assert TrainConfig(spec_time_mask_frames=8).spec_augment
     for bad in ({"epochs": 0}, {"lr": 0.0}, {"val_fraction": 1.0}, {"mixup_alpha": -1.0},

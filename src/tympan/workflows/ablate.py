@@ -37,18 +37,13 @@ from tympan.augment.policy import Policy, choose_policy, save_policy, uniform_po
 from tympan.augment.presets import SB_SETS, check_set_names, expand_sets, tag_set
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
+from tympan.data.splits import fold_names, make_splits
 from tympan.errors import DatasetError
-from tympan.evaluate import (
-    PreparedData,
-    augmented_variants,
-    cross_validate,
-    fold_names,
-    load_features,
-    make_splits,
-    resolve_features,
-)
 from tympan.fileio import atomic_path, atomic_write_text
-from tympan.results import CVResult
+from tympan.workflows.crossval import cross_validate
+from tympan.workflows.prepared import PreparedData, with_copies
+from tympan.workflows.recipes import create_recipe
+from tympan.workflows.results import CVResult
 
 CLASS_CONDITIONAL = "class-conditional"
 
@@ -91,21 +86,18 @@ class AblationResult:
         return rows
 
 
-def _with_set(data: PreparedData, augmented: Manifest, aug_specs: Sequence[np.ndarray],
-              policy: Policy) -> PreparedData:
+def _with_set(data: PreparedData, copies: PreparedData, policy: Policy) -> PreparedData:
     """``data`` whose clips train with their copies of the sets ``policy`` gives their class.
 
     Its fingerprint (which a resumed run checks) names the policy and the copies
-    it can use, so adding copies of other sets to ``augmented`` keeps a run resumable.
+    it can use, so adding copies of other sets to ``copies`` keeps a run resumable.
     """
-    variants = augmented_variants(data.manifest, augmented, aug_specs, policy)
     wanted = set(expand_sets([s for sets in policy.values() for s in sets]))
-    copies = sorted(f"{c.path.name}\t{c.transform}" for c in augmented.clips
-                    if tag_set(c.transform) in wanted)
+    used = sorted(f"{c.path.name}\t{c.transform}" for c in copies.manifest.clips
+                  if tag_set(c.transform) in wanted)
     body = json.dumps({"policy": {c: sorted(expand_sets(s)) for c, s in sorted(policy.items())},
-                       "copies": copies})
-    return replace(data, variants=variants,
-                   augmented_fingerprint=hashlib.sha256(body.encode()).hexdigest())
+                       "copies": used})
+    return with_copies(data, copies, policy, hashlib.sha256(body.encode()).hexdigest())
 
 
 def _candidates(sets: Sequence[str], candidates: Sequence[str] | None) -> list[str]:
@@ -205,16 +197,14 @@ def ablate(
     if class_conditional and not candidates:
         raise DatasetError("a class-conditional policy needs sets to choose from "
                            "(--candidates TS,PS1,...)")
-    features = resolve_features(config)
-    good, specs = load_features(manifest, features, cache=cache, progress=progress)
-    aug_good, aug_specs = load_features(augmented, features, cache=cache, progress=progress)
-    base = PreparedData(good, specs, features)
+    recipe = create_recipe(config.replace(augment_policy=None))
+    base = recipe.featurise(manifest, cache=cache, progress=progress)
+    copies = recipe.featurise(augmented, cache=cache, progress=progress)
     classes = base.classes
-    recipe = config.replace(augment_policy=None)
     root = Path(run_dir) if run_dir is not None else None
     if class_conditional:  # checked before any training
-        splits = make_splits(good, recipe.folds, recipe.seed)
-        names = fold_names(good, splits)
+        splits = make_splits(base.manifest, recipe.config.folds, recipe.config.seed)
+        names = fold_names(base.manifest, splits)
         pair_splits, pair_names = _fold_pairs(splits, names)
 
     def run_set(data: PreparedData, name: str, where: Path | None,
@@ -223,11 +213,11 @@ def ablate(
             from rich.console import Console
 
             Console(stderr=True).print(f"[bold]set {name}[/]")
-        return cross_validate(data, recipe, where, only_folds=only, progress=progress, **splits)
+        return cross_validate(recipe, data, where, only_folds=only, progress=progress, **splits)
 
     results: dict[str, CVResult] = {}
     for name in sets:
-        data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]))
+        data = _with_set(base, copies, uniform_policy(classes, [name]))
         results[name] = run_set(data, name, root / "sets" / name if root else None)
     result = AblationResult(classes, results)
     if "none" in results:
@@ -238,7 +228,7 @@ def ablate(
         # is outer fold k's inner fold j *and* outer fold j's inner fold k.
         nested: dict[str, CVResult] = {}
         for name in ["none", *candidates]:
-            data = _with_set(base, aug_good, aug_specs, uniform_policy(classes, [name]))
+            data = _with_set(base, copies, uniform_policy(classes, [name]))
             nested[name] = run_set(data, f"{name} (nested, fold pairs)",
                                    root / "nested" / name if root else None,
                                    splits=pair_splits, split_names=pair_names)
@@ -249,7 +239,7 @@ def ablate(
             inner_ablation = AblationResult(classes, inner_results)
             policy: Policy = choose_policy(inner_ablation.deltas(), min_delta=min_delta)
             result.fold_policies[fold] = policy
-            data = _with_set(base, aug_good, aug_specs, policy)
+            data = _with_set(base, copies, policy)
             where = root / "sets" / f"{CLASS_CONDITIONAL}-{fold}" if root else None
             folds.extend(run_set(data, f"{CLASS_CONDITIONAL} (fold {fold})", where,
                                  only=[fold]).folds)

@@ -11,7 +11,7 @@ the numbers a run reports are the numbers prediction gives.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +21,11 @@ from torch import Tensor, nn
 
 from tympan.audio import AUDIO_EXTENSIONS, load_audio
 from tympan.config import FeatureConfig
-from tympan.data.manifest import BadFile, Manifest
-from tympan.errors import AudioError, DatasetError
-from tympan.features import LogMel, split_patches
-from tympan.modelfile import LoadedModel, ModelMetadata
+from tympan.data.manifest import BadFile
+from tympan.errors import AudioError
+from tympan.features import LogMel
+from tympan.models.modelfile import LoadedModel, ModelMetadata
+from tympan.windows import clip_mean, clip_patches
 
 T = TypeVar("T")
 
@@ -45,50 +46,6 @@ def _model_device(model: nn.Module) -> torch.device:
     for buffer in model.buffers():
         return buffer.device
     return torch.device("cpu")
-
-
-def clip_patches(
-    specs: Sequence[Tensor | np.ndarray] | Tensor, config: FeatureConfig
-) -> tuple[Tensor, np.ndarray]:
-    """Cut each clip's log-mel ``(n_mels, frames)`` into patches, all clips stacked.
-
-    Returns ``(n_patches_total, n_mels, patch_frames)`` float32 and, per patch,
-    the index of its clip ``(n_patches_total,)`` int64 (clips may differ in
-    length). Patching is :func:`tympan.features.split_patches` with the
-    config's patch size and hop (a clip shorter than a patch is padded).
-    """
-    pieces: list[Tensor] = []
-    owners: list[np.ndarray] = []
-    for i, spec in enumerate(specs):
-        # a copy: cached spectrograms are read-only memmap views
-        spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
-        if spec_t.ndim != 2:
-            raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "
-                             f"{tuple(spec_t.shape)}")
-        patches = split_patches(spec_t, config.patch_frames, config.patch_hop_frames)
-        assert isinstance(patches, Tensor)
-        pieces.append(patches)
-        owners.append(np.full(patches.shape[0], i, dtype=np.int64))
-    if not pieces:
-        raise ValueError("no spectrograms given")
-    return torch.cat(pieces), np.concatenate(owners)
-
-
-def clip_mean(patch_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
-    """Average ``(n_patches, n_classes)`` probabilities per clip → ``(n_clips, n_classes)``.
-
-    ``clip_index[k]`` is the clip patch ``k`` belongs to; sums run in float64,
-    the result is float32. A clip without patches gets a row of zeros.
-    """
-    patch_probs = np.asarray(patch_probs)
-    clip_index = np.asarray(clip_index, dtype=np.int64)
-    if clip_index.shape != (patch_probs.shape[0],):
-        raise ValueError(f"clip_index has shape {clip_index.shape}, expected "
-                         f"({patch_probs.shape[0]},): one clip per patch row")
-    sums = np.zeros((n_clips, patch_probs.shape[1]), dtype=np.float64)
-    np.add.at(sums, clip_index, patch_probs)
-    counts = np.bincount(clip_index, minlength=n_clips)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 @torch.no_grad()
@@ -338,119 +295,12 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     return files, bad
 
 
-@dataclass
-class Evaluation:
-    """A saved model scored on labelled clips.
-
-    ``y_true`` ``(n_clips,)`` indexes the model's ``classes``; ``probabilities``
-    is ``(n_clips, n_classes)``. Metrics cover the classes present in the data
-    or predicted, so a model with more classes than the data is not penalised
-    for classes the data never shows.
-    """
-
-    classes: list[str]
-    paths: list[Path]
-    y_true: np.ndarray
-    probabilities: np.ndarray
-    bad_files: list[BadFile] = field(default_factory=list)
-    dataset: str = "dataset"
-
-    @property
-    def y_pred(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-    @property
-    def label_ids(self) -> np.ndarray:
-        """Model class ids that occur in the data or the predictions, sorted."""
-        return np.union1d(self.y_true, self.y_pred).astype(np.int64)
-
-    @property
-    def label_names(self) -> list[str]:
-        return [self.classes[i] for i in self.label_ids]
-
-    @property
-    def accuracy(self) -> float:
-        return float((self.y_true == self.y_pred).mean()) if len(self.y_true) else 0.0
-
-    @property
-    def macro_f1(self) -> float:
-        """Macro-F1 over the classes present in the data."""
-        present = np.unique(self.y_true)
-        rows = self._prfs(present)
-        return float(np.mean(rows[2])) if len(present) else 0.0
-
-    def _prfs(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        from sklearn.metrics import precision_recall_fscore_support
-
-        return precision_recall_fscore_support(  # type: ignore[no-any-return]
-            self.y_true, self.y_pred, labels=labels, zero_division=0)
-
-    def per_class(self) -> list[dict[str, Any]]:
-        """Precision, recall, F1 and support per class (classes in data or predictions)."""
-        precision, recall, f1, support = self._prfs(self.label_ids)
-        return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
-                 "support": int(s)}
-                for name, p, r, f, s in zip(self.label_names, precision, recall, f1, support,
-                                            strict=True)]
-
-    def confusion(self, normalize: bool = False) -> np.ndarray:
-        """Confusion over :attr:`label_names` (rows = true class), optionally row-normalised."""
-        from sklearn.metrics import confusion_matrix
-
-        matrix = confusion_matrix(self.y_true, self.y_pred, labels=self.label_ids)
-        if not normalize:
-            return matrix
-        totals = matrix.sum(axis=1, keepdims=True)
-        return np.divide(matrix, totals, out=np.zeros(matrix.shape, float), where=totals > 0)
-
-    def summary(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "n_clips": int(len(self.y_true)),
-                "n_skipped": len(self.bad_files), "accuracy": self.accuracy,
-                "macro_f1": self.macro_f1, "n_classes_model": len(self.classes),
-                "n_classes_data": int(len(np.unique(self.y_true)))}
-
-
-def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = None) -> Evaluation:
-    """Score ``predictor`` on a labelled manifest; undecodable clips join its bad files.
-
-    Raises:
-        DatasetError: the data holds labels the model does not know, or no clip decodes.
-    """
-    where = manifest.root or manifest.name
-    unknown = sorted(set(manifest.classes) - set(predictor.classes))
-    if unknown:
-        raise DatasetError(
-            f"{where}: label(s) not in the model: {', '.join(unknown)} "
-            f"(the model knows {len(predictor.classes)}: {', '.join(predictor.classes)})"
-        )
-    index = {name: i for i, name in enumerate(predictor.classes)}
-    predictions = predictor.predict_files(manifest.paths, progress=progress)
-    bad = list(manifest.bad_files)
-    kept_paths, labels, rows = [], [], []
-    for clip, prediction in zip(manifest.clips, predictions, strict=True):
-        if prediction.probabilities is None:
-            bad.append(BadFile(clip.path, prediction.error or "could not be decoded"))
-            continue
-        kept_paths.append(clip.path)
-        labels.append(index[clip.label])
-        rows.append(prediction.probabilities)
-    if not rows:
-        raise DatasetError(f"{where}: no clip could be decoded ({len(bad)} skipped)")
-    return Evaluation(classes=list(predictor.classes), paths=kept_paths,
-                      y_true=np.array(labels, dtype=np.int64), probabilities=np.stack(rows),
-                      bad_files=bad, dataset=manifest.name)
-
-
 __all__ = [
-    "Evaluation",
     "Item",
     "Prediction",
     "Predictor",
-    "clip_patches",
     "clip_probabilities",
     "collect_audio_files",
-    "evaluate_model",
-    "clip_mean",
     "patch_probabilities",
     "resolve_device",
     "top_k",

@@ -44,6 +44,8 @@ class FoldResult:
     history: list[EpochLog] = field(default_factory=list)
     best_epoch: int | None = None
     seconds: float = 0.0
+    #: what the recipe chose on this fold (e.g. the frozen head's ``C``), JSON-ready
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def y_pred(self) -> np.ndarray:
@@ -111,7 +113,7 @@ class CVResult:
             "folds": [
                 {"fold": f.fold, "accuracy": f.accuracy, "macro_f1": f.macro_f1(self.n_classes),
                  "n_clips": int(len(f.y_true)), "best_epoch": f.best_epoch,
-                 "seconds": round(f.seconds, 2)}
+                 "seconds": round(f.seconds, 2), **({"info": f.info} if f.info else {})}
                 for f in self.folds
             ],
             "accuracy_mean": float(accuracies.mean()),

@@ -1,4 +1,4 @@
-"""A synthetic four-class dataset, and the small recipe ``tympan demo`` runs on it.
+"""A synthetic four-class dataset, and the recipe ``tympan demo`` runs on it.
 
 Classes: steady tones, frequency sweeps (chirps), band-limited noise bursts
 and click trains, each with a random level, start time and pitch, written as
@@ -24,9 +24,27 @@ DEMO_FEATURES = FeatureConfig(
     patch_frames=32, patch_hop_frames=16,
 )
 
-#: The demo's recipe: the small seed CNN, a few epochs, 4-fold CV.
-DEMO_RECIPE = TrainConfig(model="cnn-s", features=DEMO_FEATURES, epochs=8, batch_size=32,
-                          lr=3e-3, folds=4, early_stopping_patience=4, val_fraction=0.15)
+#: The demo's recipe without pretrained weights: the small seed CNN, a few epochs, 4-fold CV.
+DEMO_RECIPE = TrainConfig(model="cnn-s", mode="finetune", features=DEMO_FEATURES, epochs=8,
+                          batch_size=32, lr=3e-3, folds=4, early_stopping_patience=4,
+                          val_fraction=0.15)
+
+
+def demo_recipe(epochs: int | None = None) -> tuple[TrainConfig, str]:
+    """The recipe ``tympan demo`` runs, and why: the default recipe (frozen AudioSet
+    backbone) when its weights are at hand without a download, else :data:`DEMO_RECIPE`
+    (also with ``epochs``, which only the seed CNN uses)."""
+    from tympan.models.pretrained import get_pretrained, locate_weights
+
+    default = TrainConfig(folds=4)
+    path, _ = locate_weights(default.model)
+    if epochs is None and path is not None and path.is_file():
+        return default, f"the default: {default.model} frozen + logistic head (weights: {path})"
+    why = (f"the seed CNN {DEMO_RECIPE.model}, {epochs or DEMO_RECIPE.epochs} epochs"
+           + ("" if epochs is not None else
+              f" ({default.model}'s weights {get_pretrained(default.model).file_name} are not "
+              "at hand: set $TYMPAN_WEIGHTS to their folder to demo the default recipe)"))
+    return (DEMO_RECIPE if epochs is None else DEMO_RECIPE.replace(epochs=epochs)), why
 
 
 def _event(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

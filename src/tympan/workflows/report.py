@@ -1,11 +1,8 @@
-"""The run folder: config, metrics, per-class table, plots and a Markdown report.
+"""What a run folder holds: config, metrics, per-class table, plots and a Markdown report.
 
-A run is built in a hidden work folder ``runs/.<name>.partial`` and renamed to
-``runs/<name>`` by :func:`finalize_run_dir` once everything is written, so a
-crash never leaves a half-written run under the real name, and a re-run with
-an existing name is refused unless the caller asks to overwrite. Training may
-keep checkpoints in the work folder; ``resume=True`` hands the same folder back.
-Every file goes through :mod:`tympan.fileio` (temp name + rename).
+The folder itself (temporary name, rename when complete) is
+:mod:`tympan.workflows.runfolder`'s. Every file goes through
+:mod:`tympan.fileio` (temp name + rename).
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,107 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tympan.data.manifest import BadFile, Manifest
-from tympan.errors import TympanError
+from tympan.data.splits import describe_straddling, straddling_groups
 from tympan.fileio import atomic_path, atomic_write_text
-from tympan.results import CVResult, FoldResult
+from tympan.workflows.results import CVResult, FoldResult
+from tympan.workflows.runfolder import PARTIAL_SUFFIX, final_dir_for
 
 if TYPE_CHECKING:
-    from tympan.predict import Evaluation
-
-PARTIAL_SUFFIX = ".partial"
-
-
-class RunFolderError(TympanError):
-    """A run folder name is taken, unfinished, or not a valid name."""
-
-
-# -- the folder itself ------------------------------------------------------------------------
-
-
-def _check_name(name: str) -> None:
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or name.startswith("."):
-        raise RunFolderError(f"invalid run name {name!r}: use a plain folder name such as "
-                             "'esc50-cnn-s' (no slashes, not starting with '.')")
-
-
-def work_dir_for(runs_dir: str | Path, name: str) -> Path:
-    """The hidden folder a run named ``name`` is built in: ``runs_dir/.<name>.partial``."""
-    return Path(runs_dir) / f".{name}{PARTIAL_SUFFIX}"
-
-
-def final_dir_for(work_dir: str | Path) -> Path:
-    """The run folder a work folder becomes: ``.<name>.partial`` → ``<name>``."""
-    work_dir = Path(work_dir)
-    stem = work_dir.name
-    if not (stem.startswith(".") and stem.endswith(PARTIAL_SUFFIX)):
-        raise RunFolderError(f"{work_dir}: not a run work folder (.<name>{PARTIAL_SUFFIX})")
-    return work_dir.parent / stem[1:-len(PARTIAL_SUFFIX)]
-
-
-def prepare_run_dir(
-    runs_dir: str | Path, name: str, overwrite: bool = False, *, resume: bool = False
-) -> Path:
-    """Create (or, with ``resume``, reopen) the work folder for run ``name``; return it.
-
-    Write artefacts and checkpoints into the returned folder, then call
-    :func:`finalize_run_dir`. An existing finished run is kept until that
-    rename succeeds, so even ``overwrite`` loses nothing if the new run crashes.
-
-    Raises:
-        RunFolderError: ``runs_dir/name`` exists and ``overwrite`` is False; an
-            unfinished run of that name exists and neither ``resume`` nor
-            ``overwrite`` is set; ``resume`` but there is nothing to resume;
-            or ``name`` is not a plain folder name.
-    """
-    _check_name(name)
-    runs_dir = Path(runs_dir)
-    final = runs_dir / name
-    work = work_dir_for(runs_dir, name)
-    if final.exists() and not overwrite:
-        raise RunFolderError(f"{final}: a run with this name already exists; pass --overwrite "
-                             "to replace it or choose another --name")
-    if resume:
-        if not work.is_dir():
-            raise RunFolderError(f"{work}: no unfinished run named {name!r} to resume")
-        return work
-    if work.exists():
-        if not overwrite:
-            raise RunFolderError(
-                f"{work}: an unfinished run named {name!r} exists (a crash or an interrupted "
-                "run); pass --resume to continue it or --overwrite to start again"
-            )
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    return work
-
-
-def finalize_run_dir(work_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Rename a finished work folder to its run name; return the run folder.
-
-    With ``overwrite`` an existing run of that name is replaced (moved aside,
-    then deleted after the rename, so one of the two is always complete).
-
-    Raises:
-        RunFolderError: the run folder exists and ``overwrite`` is False.
-    """
-    work = Path(work_dir)
-    final = final_dir_for(work)
-    if not work.is_dir():
-        raise RunFolderError(f"{work}: no such work folder")
-    if final.exists():
-        if not overwrite:
-            raise RunFolderError(f"{final}: a run with this name already exists; pass "
-                                 "--overwrite to replace it")
-        old = final.parent / f".{final.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-        work.rename(final)
-        shutil.rmtree(old)
-    else:
-        work.rename(final)
-    return final
-
+    from tympan.workflows.evaluation import Evaluation
 
 # -- small writers ----------------------------------------------------------------------------
 
@@ -411,6 +313,8 @@ def write_run(
         metrics["model"] = model_link
     if extra:
         metrics["extra"] = extra
+    if straddling_groups(manifest):
+        metrics["leakage"] = straddling_groups(manifest)
     written["metrics"] = write_json(run_dir / "metrics.json", metrics)
 
     lines = [f"# Run `{name}`", "",
@@ -420,6 +324,10 @@ def write_run(
              f"{dataset['n_skipped']} skipped ([skipped.csv](skipped.csv)); "
              f"manifest sha256 `{dataset['fingerprint'][:16]}…` ([manifest.csv](manifest.csv)).",
              ""]
+    straddle = describe_straddling(manifest)
+    if straddle:
+        lines += [f"**Leakage warning**: {straddle}. Held-out scores of those clips may be "
+                  "optimistic; `--strict` refuses such data.", ""]
     if model_link is not None:
         lines += [f"**Model**: [{Path(model_link).name}]({model_link})", ""]
     if cv is not None:
@@ -504,14 +412,9 @@ def write_evaluation(
 
 
 __all__ = [
-    "RunFolderError",
-    "final_dir_for",
-    "finalize_run_dir",
     "most_confused",
     "plot_confusion",
     "plot_curves",
-    "prepare_run_dir",
-    "work_dir_for",
     "write_csv",
     "write_evaluation",
     "write_json",

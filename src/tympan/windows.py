@@ -1,0 +1,106 @@
+"""Clip windowing: log-mels cut into fixed-size patches, patch scores pooled per clip.
+
+One definition that training, cross-validation, prediction and export share:
+a clip's log-mel ``(n_mels, frames)`` is cut into ``patch_frames``-wide
+patches every ``patch_hop_frames`` (the last one end-aligned, a short clip
+padded with its own minimum), and a clip's probabilities are the mean of its
+patches' softmaxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tympan.config import FeatureConfig
+
+
+def patch_starts(frames: int, patch_frames: int, hop_frames: int) -> list[int]:
+    """First frame of each patch; the last patch is end-aligned so no frame is dropped."""
+    if frames <= patch_frames:
+        return [0]
+    starts = list(range(0, frames - patch_frames + 1, hop_frames))
+    if starts[-1] + patch_frames < frames:
+        starts.append(frames - patch_frames)
+    return starts
+
+
+def split_patches(
+    spec: Tensor | np.ndarray, patch_frames: int = 128, hop_frames: int = 64
+) -> Tensor | np.ndarray:
+    """Cut ``(..., n_mels, frames)`` into ``(..., n_patches, n_mels, patch_frames)``.
+
+    A spectrogram shorter than one patch is padded at the end with its own
+    minimum (the quietest value it holds, i.e. silence on its scale).
+    """
+    frames = spec.shape[-1]
+    if frames < patch_frames:
+        missing = patch_frames - frames
+        if isinstance(spec, np.ndarray):
+            floor = spec.min(axis=(-2, -1), keepdims=True)
+            filler = np.broadcast_to(floor, (*spec.shape[:-1], missing))
+            spec = np.concatenate([spec, filler], axis=-1)
+        else:
+            floor = spec.amin(dim=(-2, -1), keepdim=True)
+            spec = torch.cat([spec, floor.expand(*spec.shape[:-1], missing)], dim=-1)
+        frames = patch_frames
+    starts = patch_starts(frames, patch_frames, hop_frames)
+    pieces = [spec[..., s:s + patch_frames] for s in starts]
+    if isinstance(spec, np.ndarray):
+        return np.stack(pieces, axis=-3)
+    return torch.stack(pieces, dim=-3)  # type: ignore[arg-type]
+
+
+def pad_to_patch(spec: np.ndarray, patch_frames: int) -> np.ndarray:
+    """``spec`` ``(n_mels, frames)`` padded to at least ``patch_frames`` frames, as
+    :func:`split_patches` pads a short clip (unchanged when long enough)."""
+    if spec.shape[-1] >= patch_frames:
+        return spec
+    return np.asarray(split_patches(spec, patch_frames, patch_frames)[0])
+
+
+def clip_patches(
+    specs: Sequence[Tensor | np.ndarray] | Tensor, config: FeatureConfig
+) -> tuple[Tensor, np.ndarray]:
+    """Cut each clip's log-mel ``(n_mels, frames)`` into patches, all clips stacked.
+
+    Returns ``(n_patches_total, n_mels, patch_frames)`` float32 and, per patch,
+    the index of its clip ``(n_patches_total,)`` int64 (clips may differ in
+    length). Patching is :func:`tympan.features.split_patches` with the
+    config's patch size and hop (a clip shorter than a patch is padded).
+    """
+    pieces: list[Tensor] = []
+    owners: list[np.ndarray] = []
+    for i, spec in enumerate(specs):
+        # a copy: cached spectrograms are read-only memmap views
+        spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
+        if spec_t.ndim != 2:
+            raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "
+                             f"{tuple(spec_t.shape)}")
+        patches = split_patches(spec_t, config.patch_frames, config.patch_hop_frames)
+        assert isinstance(patches, Tensor)
+        pieces.append(patches)
+        owners.append(np.full(patches.shape[0], i, dtype=np.int64))
+    if not pieces:
+        raise ValueError("no spectrograms given")
+    return torch.cat(pieces), np.concatenate(owners)
+
+
+def clip_mean(patch_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:
+    """Average ``(n_patches, n_classes)`` probabilities per clip → ``(n_clips, n_classes)``.
+
+    ``clip_index[k]`` is the clip patch ``k`` belongs to; sums run in float64,
+    the result is float32. A clip without patches gets a row of zeros.
+    """
+    patch_probs = np.asarray(patch_probs)
+    clip_index = np.asarray(clip_index, dtype=np.int64)
+    if clip_index.shape != (patch_probs.shape[0],):
+        raise ValueError(f"clip_index has shape {clip_index.shape}, expected "
+                         f"({patch_probs.shape[0]},): one clip per patch row")
+    sums = np.zeros((n_clips, patch_probs.shape[1]), dtype=np.float64)
+    np.add.at(sums, clip_index, patch_probs)
+    counts = np.bincount(clip_index, minlength=n_clips)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)

@@ -1,0 +1,71 @@
+"""Frozen-backbone embeddings of log-mel patches, for the frozen recipe and the cache.
+
+Each clip's log-mel is cut into patches exactly as prediction cuts it
+(:mod:`tympan.windows`); each patch and its ``time_shifts`` circular time
+shifts go through the frozen backbone once. :attr:`EmbeddingExtractor.extractor_id`
+names everything that changes the output, so the feature cache keys on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from tympan.config import FeatureConfig
+from tympan.features import LogMel
+from tympan.windows import split_patches
+
+
+class EmbeddingExtractor:
+    """Waveforms → frozen-backbone embeddings ``(n_patches, time_shifts, dim)`` float32.
+
+    Patches follow ``feature_config`` (``patch_frames``/``patch_hop_frames``,
+    as :class:`tympan.inference.predict.Predictor`); ``extractor_id`` names everything
+    that changes the output, for the feature cache.
+    """
+
+    def __init__(self, model: nn.Module, feature_config: FeatureConfig, time_shifts: int,
+                 batch_size: int = 32) -> None:
+        self.model = model.eval()
+        self.feature_config = feature_config
+        self.time_shifts = time_shifts
+        self.batch_size = batch_size
+        self.frontend = LogMel(feature_config)
+
+    @property
+    def extractor_id(self) -> str:
+        from tympan.models.pretrained import get_pretrained
+
+        backbone = str(getattr(self.model, "backbone_name", ""))
+        sha = get_pretrained(backbone).sha256 if backbone else "random"
+        front = hashlib.sha256(self.feature_config.to_json(indent=None).encode()).hexdigest()
+        embedding = getattr(getattr(self.model, "backbone", None), "embedding", "?")
+        return (f"tympan.embedding/v1:{getattr(self.model, 'model_name', '?')}:{backbone}:"
+                f"{sha}:{embedding}:shifts={self.time_shifts}:front={front[:16]}")
+
+    @torch.inference_mode()
+    def __call__(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        c = self.feature_config
+        patches, owners = [], []
+        for i, wave in enumerate(waves):
+            spec = self.frontend(torch.as_tensor(np.asarray(wave, dtype=np.float32)))
+            cut = split_patches(spec, c.patch_frames, c.patch_hop_frames)
+            assert isinstance(cut, torch.Tensor)
+            patches.append(cut)
+            owners += [i] * cut.shape[0]
+        stacked = torch.cat(patches)
+        embed_shifted = self.model.embed_shifted
+        assert callable(embed_shifted)
+        out = torch.cat([
+            embed_shifted(stacked[s:s + self.batch_size], self.time_shifts)
+            for s in range(0, stacked.shape[0], self.batch_size)
+        ]).numpy()
+        index = np.asarray(owners)
+        return [np.ascontiguousarray(out[index == i], dtype=np.float32) for i in range(len(waves))]
+
+
+__all__ = ["EmbeddingExtractor"]

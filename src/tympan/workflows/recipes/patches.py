@@ -1,0 +1,191 @@
+"""Training and scoring patches of log-mel clips, as PyTorch datasets.
+
+Clips are cut into patches (:mod:`tympan.windows`); every patch trains with
+its clip's label. The training order of an epoch depends only on the seed and
+the epoch number (:class:`EpochShuffle`), so a fit resumed from a checkpoint
+sees exactly the batches an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from tympan.config import FeatureConfig, TrainConfig
+from tympan.windows import pad_to_patch, patch_starts
+
+
+@dataclass
+class ClipSet:
+    """Log-mel clips with integer labels, ready to train on or score.
+
+    ``specs[i]`` is float32 ``(n_mels, frames)``; ``labels`` is ``(n_clips,)``
+    int64. ``variants[i]`` lists extra training copies of clip ``i`` (offline
+    augmentation), same label; they are used only when the set is trained on.
+    """
+
+    specs: Sequence[np.ndarray]
+    labels: np.ndarray
+    variants: Sequence[Sequence[np.ndarray]] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.specs) != len(self.labels):
+            raise ValueError(f"{len(self.specs)} spectrograms but {len(self.labels)} labels")
+        if self.variants is not None and len(self.variants) != len(self.specs):
+            raise ValueError("variants must hold one list per clip")
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @property
+    def n_variants(self) -> int:
+        return sum(len(v) for v in self.variants) if self.variants is not None else 0
+
+
+class EpochShuffle(Sampler[Any]):
+    """A random order of ``n`` items drawn from ``(seed, epoch)`` alone.
+
+    Yields ``(index, item_seed)`` keys: :class:`PatchDataset` draws an item's
+    random choices from its ``item_seed``, not from global state.
+
+    Lightning calls :meth:`set_epoch` before each epoch (as for a
+    ``DistributedSampler``), so the order does not depend on how much random
+    state earlier epochs used: a resumed fit repeats an uninterrupted one.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Any]:
+        generator = torch.Generator()
+        seed = epoch_seed(self.seed, self.epoch)
+        generator.manual_seed(seed)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        # each item also gets its own seed for the dataset's draws (which copy of a clip)
+        return iter([(index, seed + position) for position, index in enumerate(order)])
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for ``epoch`` of a fit seeded with ``seed`` (distinct per pair, < 2**63)."""
+    return (seed * 1_000_003 + epoch * 7_919 + 1) % (2**63)
+
+
+class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_seed)
+    """Training patches: item ``k`` is ``(patch (n_mels, patch_frames), label)``.
+
+    ``variant_mode="sample"`` keeps one item per patch of each original clip and
+    draws, each time an item is read, the original or one of its copies;
+    ``"all"`` makes every copy a clip of its own (a longer epoch).
+    """
+
+    def __init__(self, clips: ClipSet, feature_config: FeatureConfig,
+                 variant_mode: str = "sample") -> None:
+        self.patch_frames = feature_config.patch_frames
+        hop = feature_config.patch_hop_frames
+        groups: list[list[np.ndarray]] = []
+        for i, spec in enumerate(clips.specs):
+            copies = list(clips.variants[i]) if clips.variants is not None else []
+            if variant_mode == "all":
+                groups.extend([[spec]] + [[c] for c in copies])
+            else:
+                groups.append([spec, *copies])
+        labels = clips.labels
+        if variant_mode == "all" and clips.variants is not None:
+            labels = np.concatenate([np.repeat(y, 1 + len(v))
+                                     for y, v in zip(clips.labels, clips.variants, strict=True)])
+        self.groups = [[pad_to_patch(np.asarray(s, dtype=np.float32), self.patch_frames)
+                        for s in g] for g in groups]
+        self.starts = [[patch_starts(s.shape[-1], self.patch_frames, hop) for s in g]
+                       for g in self.groups]
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.items = [(g, k) for g, starts in enumerate(self.starts) for k in range(len(starts[0]))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Item ``key``, or ``(index, item_seed)`` (from :class:`EpochShuffle`): the seed
+        picks which copy of the clip is read."""
+        index, item_seed = key if isinstance(key, tuple) else (key, None)
+        group, k = self.items[index]
+        variant = 0
+        if len(self.groups[group]) > 1:
+            generator = None
+            if item_seed is not None:
+                generator = torch.Generator()
+                generator.manual_seed(item_seed)
+            variant = int(torch.randint(len(self.groups[group]), (), generator=generator).item())
+        starts = self.starts[group][variant]
+        # a stretched copy has more or fewer patches than its original
+        start = starts[min(k, len(starts) - 1)]
+        patch = self.groups[group][variant][:, start:start + self.patch_frames]
+        return torch.tensor(patch), self.labels[group]  # a copy: cached specs are read-only
+
+
+class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
+    """Every patch of every clip, for scoring: ``(patch, label, clip index)``."""
+
+    def __init__(self, clips: ClipSet, feature_config: FeatureConfig) -> None:
+        self.patch_frames = feature_config.patch_frames
+        self.specs = [pad_to_patch(np.asarray(s, dtype=np.float32), self.patch_frames)
+                      for s in clips.specs]
+        self.labels = torch.as_tensor(clips.labels, dtype=torch.long)
+        self.items = [(i, s) for i, spec in enumerate(self.specs)
+                      for s in patch_starts(spec.shape[-1], self.patch_frames,
+                                            feature_config.patch_hop_frames)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        clip, start = self.items[index]
+        patch = self.specs[clip][:, start:start + self.patch_frames]
+        return (torch.tensor(patch), self.labels[clip],
+                torch.tensor(clip))
+
+
+class PatchDataModule(L.LightningDataModule):
+    """Training patches (shuffled) and validation patches (in order, with clip index)."""
+
+    def __init__(self, train: ClipSet, val: ClipSet | None, feature_config: FeatureConfig,
+                 config: TrainConfig) -> None:
+        super().__init__()
+        self.train_set = PatchDataset(train, feature_config, config.augment_variants)
+        self.val_set = ClipPatchDataset(val, feature_config) if val is not None else None
+        self.n_val_clips = len(val) if val is not None else 0
+        self.config = config
+
+    def _loader(self, dataset: Dataset[Any], sampler: Sampler[int] | None = None
+                ) -> DataLoader[Any]:
+        workers = self.config.num_workers
+        return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader(self.train_set, EpochShuffle(len(self.train_set), self.config.seed))
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        if self.val_set is None:
+            return []  # type: ignore[return-value]
+        return self._loader(self.val_set)
+
+
+__all__ = ["ClipPatchDataset", "ClipSet", "EpochShuffle", "PatchDataModule", "PatchDataset",
+           "epoch_seed"]

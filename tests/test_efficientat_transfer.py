@@ -1,0 +1,72 @@
+"""EfficientAT as a transfer model: the mn04_as registry entry, embeddings, time shifts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tympan import models
+from tympan.config import EFFICIENTAT_FEATURES
+
+
+def test_mn04_registry_entry_uses_the_efficientat_front_end() -> None:
+    info = models.model_info("mn04_as")
+    assert info.pretrained and info.family == "efficientat"
+    assert models.default_features("mn04_as") == EFFICIENTAT_FEATURES
+
+
+@pytest.mark.parametrize(("embedding", "dim"), [("pooled", 384), ("hidden", 512),
+                                                ("freq", 1536)])
+def test_embeddings_have_their_documented_size(embedding: str, dim: int) -> None:
+    model = models.create("mn04_as", 4, pretrained=False, embedding=embedding).eval()
+    x = torch.randn(2, 128, 200)
+    assert model.embed(x).shape == (2, dim)
+    assert model(x).shape == (2, 4)
+
+
+def test_config_never_asks_for_pretrained_weights_again() -> None:
+    model = models.create("mn04_as", 3, pretrained=False, time_shifts=2)
+    assert model.config["pretrained"] is False
+    rebuilt = models.create("mn04_as", 3, **model.config)
+    assert rebuilt.config == model.config
+
+
+def test_time_shift_averaging_is_the_mean_softmax_over_rolled_patches() -> None:
+    torch.manual_seed(0)
+    model = models.create("mn04_as", 5, pretrained=False, time_shifts=2).eval()
+    x = torch.randn(3, 128, 100)
+    with torch.no_grad():
+        plain = torch.softmax(model.head(model.embed(x)), -1)
+        rolled = torch.softmax(model.head(model.embed(torch.roll(x, 50, -1))), -1)
+        averaged = torch.softmax(model(x), -1)
+    torch.testing.assert_close(averaged, (plain + rolled) / 2, atol=1e-6, rtol=1e-5)
+    model.train()
+    with torch.no_grad():  # training mode sees the patch as is (dropout aside)
+        assert model(x).shape == (3, 5)
+
+
+def test_pretrained_backbone_holds_the_checkpoint(mn04_weights: Path) -> None:
+    model = models.create("mn04_as", 3, pretrained=True, weights=mn04_weights)
+    state = torch.load(mn04_weights, weights_only=True)
+    torch.testing.assert_close(model.backbone.features[16][0].weight,
+                               state["features.16.0.weight"])
+    hidden = models.create("mn04_as", 3, pretrained=True, weights=mn04_weights,
+                           embedding="hidden")
+    torch.testing.assert_close(hidden.backbone.hidden[0].weight, state["classifier.2.weight"])
+
+
+
+
+def test_building_a_model_never_loads_weights_unless_asked(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    monkeypatch.setenv("TYMPAN_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("TYMPAN_WEIGHTS_CACHE", str(tmp_path))
+    monkeypatch.setenv("TYMPAN_OFFLINE", "1")
+    model = models.create("mn04_as", 3)  # no weights anywhere, no download: still builds
+    assert model.config["pretrained"] is False
+    from tympan.errors import TympanError
+
+    with pytest.raises(TympanError, match=r"TYMPAN_WEIGHTS.*mn04_as_mAP_432\.pt"):
+        models.create("mn04_as", 3, pretrained=True)
