@@ -204,6 +204,26 @@ def test_entry_point_turns_errors_into_a_message_and_exit_2(
     assert "error:" in err and "no such model file" in err and "Traceback" not in err
 
 
+def _change_a_weight_byte(path: Path) -> None:
+    """Flip the low bit of the file's last byte: the end of some tensor's data."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_predict_refuses_a_changed_model_file_unless_no_verify(
+        tiny_model_file: Path, clips: dict[Path, str], tmp_path: Path) -> None:
+    _change_a_weight_byte(tiny_model_file)
+    args = ["predict", str(tiny_model_file), str(tmp_path / "in"), "--json"]
+    refused = runner.invoke(app, args)
+    assert isinstance(refused.exception, ModelFileError)
+    assert f"{tiny_model_file}: checksum mismatch" in str(refused.exception)
+    result = runner.invoke(app, [*args, "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert len(_json(result.stdout)["predictions"]) == len(clips)
+    assert "warning:" in result.stderr and "without verifying" in result.stderr
+
+
 # -- evaluate ---------------------------------------------------------------------------------
 
 
@@ -259,6 +279,19 @@ def test_evaluate_refuses_labels_the_model_does_not_know(tiny_model_file: Path,
     assert isinstance(result.exception, DatasetError)
     assert "not in the model: dog" in str(result.exception)
     assert not out.exists() and not list(tmp_path.glob(".eval*"))  # nothing half-written
+
+
+def test_evaluate_refuses_a_changed_model_file_unless_no_verify(tiny_model_file: Path,
+                                                               labelled: Path) -> None:
+    _change_a_weight_byte(tiny_model_file)
+    refused = runner.invoke(app, ["evaluate", str(tiny_model_file), str(labelled)])
+    assert isinstance(refused.exception, ModelFileError)
+    assert "checksum mismatch" in str(refused.exception)
+    result = runner.invoke(app, ["evaluate", str(tiny_model_file), str(labelled), "--json",
+                                 "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert _json(result.stdout)["n_clips"] == 6
+    assert "without verifying" in result.stderr
 
 
 def test_audioset_tags_need_no_model_and_name_a_sine(tmp_path: Path, mn04_weights: Path) -> None:

@@ -32,3 +32,7 @@ class ChecksumError(TympanError):
 
 class SilentAudioWarning(UserWarning):
     """A clip decoded fine but every sample is (near) zero."""
+
+
+class ModelFileWarning(UserWarning):
+    """A model file was loaded without its checksum being verified."""

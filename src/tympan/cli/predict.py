@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from tympan.data.manifest import BadFile
+    from tympan.modelfile import LoadedModel
     from tympan.predict import Prediction
+
+#: The ``--verify/--no-verify`` option of every command that loads a model file.
+Verify = Annotated[bool, typer.Option(
+    "--verify/--no-verify", help="Check the model file's checksum; --no-verify loads a "
+    "changed file anyway, with a warning.")]
 
 
 @contextmanager
@@ -32,6 +38,25 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
                   transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def _load_model(path: Path, verify: bool) -> LoadedModel:
+    """``load_model``, its warnings (an unverified file) printed as one line each on stderr.
+
+    Raises:
+        ModelFileError: as :func:`tympan.modelfile.load_model`.
+    """
+    import warnings
+
+    from tympan.modelfile import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(path, verify=verify)
+    for warning in caught:
+        err_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False,
+                          soft_wrap=True)
+    return loaded
 
 
 def _display(path: Path) -> str:
@@ -110,6 +135,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    verify: Verify = True,
 ) -> None:
     """Label audio files with a saved model: top-k labels with probabilities per file.
 
@@ -134,10 +160,9 @@ def predict(
             fail(f"{output}: already exists; pass --overwrite to replace it")
 
     from tympan.fileio import atomic_write_text
-    from tympan.modelfile import load_model
     from tympan.predict import Predictor, collect_audio_files
 
-    loaded = load_model(model)
+    loaded = _load_model(model, verify)
     k = min(top_k, len(loaded.classes))
     files, skipped = collect_audio_files(paths)
     predictor = Predictor(loaded, device=device, batch_size=batch_size)
@@ -222,10 +247,10 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    verify: Verify = True,
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
     from tympan.data.sources import discover
-    from tympan.modelfile import load_model
     from tympan.predict import Predictor, evaluate_model
     from tympan.report import finalize_run_dir, prepare_run_dir, write_evaluation
 
@@ -234,7 +259,7 @@ def evaluate(
         # Claim the folder before the slow part, so a taken name fails fast.
         work_dir = prepare_run_dir(output.parent, output.name, overwrite)
     try:
-        loaded = load_model(model)
+        loaded = _load_model(model, verify)
         manifest = discover(data, subset=subset)
         predictor = Predictor(loaded, device=device, batch_size=batch_size)
         with _progress(len(manifest), "evaluating") as advance:
