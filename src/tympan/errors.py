@@ -36,3 +36,7 @@ class SilentAudioWarning(UserWarning):
 
 class ModelFileWarning(UserWarning):
     """A model file was loaded without its checksum being verified."""
+
+
+class ModelOutputError(TympanError):
+    """A model produced non-finite probabilities (NaN/inf), e.g. from NaN weights."""

@@ -22,11 +22,14 @@ from torch import Tensor, nn
 from tympan.audio import AUDIO_EXTENSIONS, load_audio
 from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile, Manifest
-from tympan.errors import AudioError, DatasetError
+from tympan.errors import AudioError, DatasetError, ModelOutputError
 from tympan.features import LogMel, split_patches
 from tympan.modelfile import LoadedModel, ModelMetadata
 
 T = TypeVar("T")
+
+#: The reason a file is skipped when the model's probabilities for it are NaN or infinite.
+NON_FINITE_OUTPUT = "non-finite model output (NaN or infinite probabilities)"
 
 #: What :meth:`Predictor.predict_proba` accepts: a path, or a mono waveform at the model's rate.
 Item = str | Path | np.ndarray | Tensor
@@ -262,13 +265,20 @@ class Predictor:
         Raises:
             AudioError: a path cannot be decoded (use :meth:`predict_files` to skip).
             ValueError: an array is not a usable mono waveform.
+            ModelOutputError: the model gives NaN or infinite probabilities for an item.
         """
         items = list(items)
         if not items:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        rows = [self.forward([self.preprocess(item) for item in chunk])
-                for chunk in self._chunks(items)]
-        return np.concatenate(rows)
+        rows = np.concatenate([self.forward([self.preprocess(item) for item in chunk])
+                               for chunk in self._chunks(items)])
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
+            raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
+                                   f"{len(items)} input(s); check the model's weights")
+        return rows
 
     def predict(self, items: Iterable[Item]) -> list[str]:
         """The most probable label per item."""
@@ -278,7 +288,8 @@ class Predictor:
     def predict_files(
         self, paths: Iterable[str | Path], *, progress: Any = None
     ) -> list[Prediction]:
-        """Predict every file; one that cannot be decoded is returned with its reason, not raised.
+        """Predict every file; one that cannot be decoded, or for which the model's
+        probabilities are not finite, is returned with its reason, not raised.
 
         ``progress`` (optional) is called with the number of files finished after each chunk.
         """
@@ -300,7 +311,10 @@ class Predictor:
                 results.append(Prediction(path, self.classes))
             if specs:
                 for slot, row in zip(slots, self.forward(specs), strict=True):
-                    results[slot].probabilities = row
+                    if np.isfinite(row).all():
+                        results[slot].probabilities = row
+                    else:
+                        results[slot].error = NON_FINITE_OUTPUT
             if progress is not None:
                 progress(len(chunk))
         return results
@@ -415,6 +429,8 @@ def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = 
 
     Raises:
         DatasetError: the data holds labels the model does not know, or no clip decodes.
+        ModelOutputError: the model gives NaN or infinite probabilities for any clip
+            (skipping those clips would score the model on the clips it did not fail).
     """
     where = manifest.root or manifest.name
     unknown = sorted(set(manifest.classes) - set(predictor.classes))
@@ -425,6 +441,13 @@ def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = 
         )
     index = {name: i for i, name in enumerate(predictor.classes)}
     predictions = predictor.predict_files(manifest.paths, progress=progress)
+    failed = [p.path for p in predictions if p.error == NON_FINITE_OUTPUT]
+    if failed:
+        model = predictor.loaded.path or predictor.loaded.metadata.model_name
+        raise ModelOutputError(
+            f"{model}: {NON_FINITE_OUTPUT} for {len(failed)} of {len(predictions)} clip(s) "
+            f"(first: {failed[0]}); no accuracy computed: check the model's weights"
+        )
     bad = list(manifest.bad_files)
     kept_paths, labels, rows = [], [], []
     for clip, prediction in zip(manifest.clips, predictions, strict=True):
@@ -442,6 +465,7 @@ def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = 
 
 
 __all__ = [
+    "NON_FINITE_OUTPUT",
     "Evaluation",
     "Item",
     "Prediction",

@@ -83,7 +83,8 @@ def _as_json(model: Path, classes: list[str], k: int, ok: list[Prediction],
         "predictions": [p.to_dict(k) for p in ok],
         "skipped": [{"path": str(b.path), "reason": b.reason} for b in skipped],
     }
-    return json.dumps(document, indent=2) + "\n"
+    # allow_nan=False: bare NaN is not JSON; non-finite rows were skipped before this point.
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def _as_csv(ok: list[Prediction], k: int) -> str:
@@ -219,7 +220,8 @@ def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,
     if as_json:
         sys.stdout.write(json.dumps({"backbone": "mn04_as", "predictions": rows,
                                      "skipped": [{"path": str(b.path), "reason": b.reason}
-                                                 for b in skipped]}, indent=2) + "\n")
+                                                 for b in skipped]},
+                                    indent=2, allow_nan=False) + "\n")
     else:
         table = Table("file", *(f"#{i + 1}" for i in range(top_k)), title="AudioSet tags")
         for row in rows:
@@ -251,6 +253,7 @@ def evaluate(
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
     from tympan.data.sources import discover
+    from tympan.errors import ModelOutputError
     from tympan.predict import Predictor, evaluate_model
     from tympan.report import finalize_run_dir, prepare_run_dir, write_evaluation
 
@@ -263,7 +266,10 @@ def evaluate(
         manifest = discover(data, subset=subset)
         predictor = Predictor(loaded, device=device, batch_size=batch_size)
         with _progress(len(manifest), "evaluating") as advance:
-            evaluation = evaluate_model(predictor, manifest, progress=advance)
+            try:
+                evaluation = evaluate_model(predictor, manifest, progress=advance)
+            except ModelOutputError as exc:
+                fail(str(exc), code=1)  # the model failed, not the command line: exit 1
         if work_dir is not None:
             write_evaluation(work_dir, evaluation, model=model)
             finalize_run_dir(work_dir, overwrite=overwrite)
@@ -276,8 +282,8 @@ def evaluate(
 
     summary = evaluation.summary()
     if as_json:
-        sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2)
-                         + "\n")
+        sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2,
+                                    allow_nan=False) + "\n")
     else:
         from rich.table import Table
 
