@@ -101,3 +101,16 @@ def test_every_command_has_help():
                  ["datasets", "fetch", "--help"], ["features", "--help"],
                  ["spectrogram", "--help"]):
         assert runner.invoke(app, args).exit_code == 0
+
+
+def test_info_reports_a_broken_csv_in_one_line(tmp_path):
+    for name in ("x", "y"):
+        synth.write(tmp_path / "audio" / f"{name}.wav", synth.tone(300, 0.2, 8000), 8000)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label,fold\naudio/x.wav,a,1\naudio/y.wav,b,\n")
+    code, output = run("datasets", "info", str(table))
+    assert code == 2 and "fold is blank on line(s) 3" in output  # no per-fold table
+    table.write_bytes("path,label\naudio/x.wav,caf\u00e9\naudio/y.wav,b\n".encode("latin-1"))
+    code, output = run("datasets", "info", str(table))
+    assert code == 2 and "not UTF-8 text: byte 26 (line 2)" in output
+    assert "Traceback" not in output and "UnicodeDecodeError" not in output

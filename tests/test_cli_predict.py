@@ -87,7 +87,23 @@ def junk(tmp_path: Path) -> Path:
 
 
 def _json(stdout: str) -> dict:  # type: ignore[type-arg]
-    return json.loads(stdout)  # type: ignore[no-any-return]
+    """Parse strict JSON: a bare NaN or Infinity (which Python's json accepts) fails the test."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not valid JSON: bare {constant}")
+
+    return json.loads(stdout, parse_constant=refuse)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def nan_model_file(tiny_model_file: Path, tmp_path: Path) -> Path:
+    """The tiny model saved, loaded, given a NaN output bias in memory, and saved again."""
+    from tympan.models.modelfile import load_model
+
+    loaded = load_model(tiny_model_file)
+    with torch.no_grad():
+        loaded.model.classifier[-1].bias[0] = float("nan")
+    return save_model(tmp_path / "nan.safetensors", loaded.model, loaded.metadata)
 
 
 # -- predict ----------------------------------------------------------------------------------
@@ -204,6 +220,45 @@ def test_entry_point_turns_errors_into_a_message_and_exit_2(
     assert "error:" in err and "no such model file" in err and "Traceback" not in err
 
 
+def test_predict_never_prints_nan(nan_model_file: Path, clips: dict[Path, str],
+                                  tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = runner.invoke(app, ["predict", str(nan_model_file), str(tmp_path / "in"), "--json",
+                                 "-o", str(out)])
+    assert result.exit_code == 1 and "no file could be predicted" in result.stderr
+    document = _json(out.read_text())
+    assert document["predictions"] == []
+    assert {Path(s["path"]) for s in document["skipped"]} == set(clips)
+    assert all("non-finite model output" in s["reason"] for s in document["skipped"])
+    assert "tone1.wav: non-finite model output" in " ".join(result.stderr.split())
+    assert "nan" not in result.stdout.lower()  # the table holds no rows
+    printed = runner.invoke(app, ["predict", str(nan_model_file), str(tmp_path / "in"), "--json"])
+    assert printed.exit_code == 1
+    assert _json(printed.stdout)["predictions"] == []
+    as_csv = runner.invoke(app, ["predict", str(nan_model_file), str(tmp_path / "in"), "--csv"])
+    assert as_csv.stdout.strip() == "path,rank,label,probability"
+
+
+def _change_a_weight_byte(path: Path) -> None:
+    """Flip the low bit of the file's last byte: the end of some tensor's data."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_predict_refuses_a_changed_model_file_unless_no_verify(
+        tiny_model_file: Path, clips: dict[Path, str], tmp_path: Path) -> None:
+    _change_a_weight_byte(tiny_model_file)
+    args = ["predict", str(tiny_model_file), str(tmp_path / "in"), "--json"]
+    refused = runner.invoke(app, args)
+    assert isinstance(refused.exception, ModelFileError)
+    assert f"{tiny_model_file}: checksum mismatch" in str(refused.exception)
+    result = runner.invoke(app, [*args, "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert len(_json(result.stdout)["predictions"]) == len(clips)
+    assert "warning:" in result.stderr and "without verifying" in result.stderr
+
+
 # -- evaluate ---------------------------------------------------------------------------------
 
 
@@ -258,6 +313,31 @@ def test_evaluate_refuses_labels_the_model_does_not_know(tiny_model_file: Path,
     result = runner.invoke(app, ["evaluate", str(tiny_model_file), str(root), "-o", str(out)])
     assert isinstance(result.exception, DatasetError)
     assert "not in the model: dog" in str(result.exception)
+    assert not out.exists() and not list(tmp_path.glob(".eval*"))  # nothing half-written
+
+
+def test_evaluate_refuses_a_changed_model_file_unless_no_verify(tiny_model_file: Path,
+                                                               labelled: Path) -> None:
+    _change_a_weight_byte(tiny_model_file)
+    refused = runner.invoke(app, ["evaluate", str(tiny_model_file), str(labelled)])
+    assert isinstance(refused.exception, ModelFileError)
+    assert "checksum mismatch" in str(refused.exception)
+    result = runner.invoke(app, ["evaluate", str(tiny_model_file), str(labelled), "--json",
+                                 "--no-verify"])
+    assert result.exit_code == 0, result.output
+    assert _json(result.stdout)["n_clips"] == 6
+    assert "without verifying" in result.stderr
+
+
+def test_evaluate_refuses_a_model_with_non_finite_output(nan_model_file: Path, labelled: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(nan_model_file), str(labelled), "--json",
+                                 "-o", str(out)])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "non-finite model output" in message and "no accuracy computed" in message
+    assert "accuracy" not in result.stdout
     assert not out.exists() and not list(tmp_path.glob(".eval*"))  # nothing half-written
 
 

@@ -113,3 +113,30 @@ def test_train_with_augmented_copies_and_a_policy(
     assert metrics["extra"]["augmented_copies"] == 3 + 3 * 2  # tone: TS only; click: both
     config = json.loads((tmp_path / "runs" / "aug" / "config.json").read_text())
     assert config["train"]["augment_policy"] == {"tone": ["TS"], "click": ["TS", "PS1"]}
+
+
+def test_train_reports_a_broken_csv_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import synth
+
+    from tympan.cli import main
+
+    for name in ("x", "y"):
+        synth.write(tmp_path / "audio" / f"{name}.wav", synth.tone(300, 0.2, 8000), 8000)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label,fold\naudio/x.wav,a,1\naudio/y.wav,b,\n")
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(table), "--runs-dir", str(runs), "--no-progress"])
+    assert isinstance(result.exception, DatasetError)
+    assert "fold is blank on line(s) 3" in str(result.exception)
+    table.write_text("path,label\naudio/x.wav,dog, big\naudio/y.wav,cat\n")
+    monkeypatch.setattr("sys.argv", ["tympan", "train", str(table), "--runs-dir", str(runs)])
+    monkeypatch.setenv("COLUMNS", "400")  # rich would wrap the long temp path mid-name
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "labels.csv:2: 3 cells but the header has 2" in err and "Traceback" not in err
+    assert not runs.exists()

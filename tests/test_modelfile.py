@@ -13,8 +13,9 @@ from conftest import TINY_CLASSES, tiny_features, tiny_model
 from safetensors.torch import save_file
 
 from tympan.data.manifest import Clip, Manifest
-from tympan.errors import ModelFileError
+from tympan.errors import ModelFileError, ModelFileWarning
 from tympan.models.modelfile import (
+    CHECKSUM_KEY,
     FORMAT_VERSION,
     ModelMetadata,
     load_model,
@@ -210,7 +211,8 @@ def test_missing_weights_are_a_model_file_error(tmp_path: Path) -> None:
     path = tmp_path / "partial.safetensors"
     save_file(weights, str(path), metadata={"tympan": _metadata(model).to_json(),
                                             "format_version": "1"})
-    with pytest.raises(ModelFileError, match="missing weights: classifier"):
+    with pytest.raises(ModelFileError, match="missing weights: classifier"), \
+            pytest.warns(ModelFileWarning, match="no checksum"):
         load_model(path)
 
 
@@ -220,3 +222,90 @@ def test_metadata_from_a_numpy_metric_is_serialised(tmp_path: Path) -> None:
                              metrics={"accuracy_mean": np.float64(0.5)})
     path = save_model(tmp_path / "m.safetensors", model, metadata)
     assert read_metadata(path).metrics == {"accuracy_mean": 0.5}
+
+
+# -- tamper evidence --------------------------------------------------------------------------
+
+
+def _split(path: Path) -> tuple[dict, bytes]:  # type: ignore[type-arg]
+    """The safetensors JSON header of ``path`` and the data section after it."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def _rewrite_header(path: Path, header: dict) -> None:  # type: ignore[type-arg]
+    """Write ``header`` back in front of the unchanged data (valid safetensors)."""
+    _, body = _split(path)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + body)
+
+
+def _edit_metadata(path: Path, edit: object) -> None:
+    """Apply ``edit`` to the tympan metadata document, keeping the file valid JSON."""
+    header, _ = _split(path)
+    document = json.loads(header["__metadata__"]["tympan"])
+    edit(document)  # type: ignore[operator]
+    header["__metadata__"]["tympan"] = json.dumps(document)
+    _rewrite_header(path, header)
+
+
+def test_a_flipped_weight_byte_is_a_checksum_mismatch(good_file: Path) -> None:
+    header, _ = _split(good_file)
+    start = header["features.layers.2.running_var"]["data_offsets"][0]
+    data = bytearray(good_file.read_bytes())
+    sign = 8 + int.from_bytes(data[:8], "little") + start + 3  # float32 little-endian: last byte
+    data[sign] ^= 0x80
+    good_file.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum mismatch: the file was changed") as info:
+        load_model(good_file)
+    assert str(good_file) in str(info.value)
+
+
+def test_an_edited_sample_rate_is_a_checksum_mismatch(good_file: Path) -> None:
+    _edit_metadata(good_file, lambda d: d["feature_config"].update(sample_rate=26000))
+    assert read_metadata(good_file).features.sample_rate == 26000  # still a readable header
+    with pytest.raises(ModelFileError, match=f"{good_file}: checksum mismatch"):
+        load_model(good_file)
+
+
+def test_a_renamed_label_is_a_checksum_mismatch(good_file: Path) -> None:
+    _edit_metadata(good_file, lambda d: d["labels"].__setitem__(0, "dog"))
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_model(good_file)
+
+
+def test_an_edited_checksum_is_a_mismatch(good_file: Path) -> None:
+    header, _ = _split(good_file)
+    header["__metadata__"][CHECKSUM_KEY] = "0" * 64
+    _rewrite_header(good_file, header)
+    with pytest.raises(ModelFileError, match="checksum mismatch"):
+        load_model(good_file)
+
+
+def test_no_verify_loads_a_changed_file_with_a_warning(good_file: Path) -> None:
+    _edit_metadata(good_file, lambda d: d["labels"].__setitem__(0, "dog"))
+    with pytest.warns(ModelFileWarning, match=f"{good_file}: loaded without verifying"):
+        loaded = load_model(good_file, verify=False)
+    assert loaded.classes == ["dog", *TINY_CLASSES[1:]]
+
+
+def test_a_file_without_checksum_loads_with_a_warning(tmp_path: Path) -> None:
+    model = tiny_model()
+    path = tmp_path / "old.safetensors"  # written as tympan did before checksums
+    save_file(dict(model.state_dict()), str(path),
+              metadata={"tympan": _metadata(model).to_json(), "format_version": "1"})
+    with pytest.warns(ModelFileWarning, match="no checksum.*cannot be verified"):
+        loaded = load_model(path)
+    assert loaded.classes == TINY_CLASSES
+
+
+def test_an_unmodified_file_loads_without_warnings(good_file: Path) -> None:
+    import warnings
+
+    header, _ = _split(good_file)
+    assert len(header["__metadata__"][CHECKSUM_KEY]) == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model(good_file).classes == TINY_CLASSES

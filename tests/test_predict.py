@@ -11,7 +11,8 @@ import torch
 from conftest import TINY_CLASSES, tiny_features, tiny_model
 
 from tympan.audio import resample
-from tympan.errors import AudioError
+from tympan.data.manifest import Clip, Manifest
+from tympan.errors import AudioError, ModelOutputError
 from tympan.features import compute_log_mel
 from tympan.inference.predict import (
     Predictor,
@@ -19,8 +20,9 @@ from tympan.inference.predict import (
     collect_audio_files,
     top_k,
 )
-from tympan.models.modelfile import load_model
+from tympan.models.modelfile import LoadedModel, load_model
 from tympan.windows import clip_patches
+from tympan.workflows.evaluation import evaluate_model
 
 RATE = 16000
 
@@ -155,7 +157,65 @@ def test_predict_files_reports_progress(tiny_model_file: Path, tmp_path: Path) -
     assert sum(done) == 5
 
 
-# -- collecting files -------------------------------------------------------------------------
+# -- non-finite model output ----------------------------------------------------------------
+
+
+def _nan_model(tiny_model_file: Path) -> LoadedModel:
+    """The saved tiny model, loaded, with one output bias set to NaN in memory."""
+    loaded = load_model(tiny_model_file)
+    with torch.no_grad():
+        loaded.model.classifier[-1].bias[0] = float("nan")
+    return loaded
+
+
+class _NaNWhenLoud(torch.nn.Module):
+    """Wraps a model; its logits are NaN for patches whose loudest bin exceeds ``threshold``."""
+
+    def __init__(self, inner: torch.nn.Module, threshold: float) -> None:
+        super().__init__()
+        self.inner, self.threshold = inner, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(x)
+        loud = x.amax(dim=(1, 2)) > self.threshold
+        return torch.where(loud[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+def test_nan_weights_skip_every_file_with_a_reason(tiny_model_file: Path,
+                                                   tmp_path: Path) -> None:
+    predictor = Predictor(_nan_model(tiny_model_file), device="cpu")
+    paths = [synth.write(tmp_path / f"{i}.wav", synth.tone(300 + 200 * i, 0.5, RATE), RATE)
+             for i in range(3)]
+    results = predictor.predict_files(paths)
+    assert [r.path for r in results] == paths
+    for result in results:
+        assert not result.ok and result.probabilities is None and result.label is None
+        assert "non-finite model output" in (result.error or "")
+
+
+def test_non_finite_output_skips_only_the_files_it_hits(tmp_path: Path) -> None:
+    config = tiny_features()
+    loud_wave, quiet_wave = synth.tone(500, 0.5, RATE, 0.5), synth.tone(500, 0.5, RATE, 0.005)
+    threshold = (float(compute_log_mel(loud_wave, config).max())
+                 + float(compute_log_mel(quiet_wave, config).max())) / 2
+    predictor = Predictor.from_model(_NaNWhenLoud(tiny_model(), threshold), TINY_CLASSES, config,
+                                     device="cpu")
+    loud = synth.write(tmp_path / "loud.wav", loud_wave, RATE)
+    quiet = synth.write(tmp_path / "quiet.wav", quiet_wave, RATE)
+    loud_result, quiet_result = predictor.predict_files([loud, quiet])
+    assert not loud_result.ok and "non-finite model output" in (loud_result.error or "")
+    assert quiet_result.ok and quiet_result.probabilities is not None
+    assert np.isfinite(quiet_result.probabilities).all()
+
+
+def test_predict_proba_raises_on_non_finite_output(tiny_model_file: Path,
+                                                   tmp_path: Path) -> None:
+    predictor = Predictor(_nan_model(tiny_model_file), device="cpu")
+    path = synth.write(tmp_path / "t.wav", synth.tone(440, 0.5, RATE), RATE)
+    with pytest.raises(ModelOutputError, match="t.wav: non-finite model output"):
+        predictor.predict_proba([path])
+    with pytest.raises(ModelOutputError, match="non-finite model output"):
+        predictor.predict(_waves())
 
 
 def test_collect_audio_files_walks_folders(tmp_path: Path) -> None:
@@ -175,3 +235,13 @@ def test_collect_audio_files_walks_folders(tmp_path: Path) -> None:
 
 
 # -- scoring a saved model --------------------------------------------------------------------
+
+
+def test_evaluate_model_refuses_non_finite_output(tiny_model_file: Path, tmp_path: Path) -> None:
+    predictor = Predictor(_nan_model(tiny_model_file), device="cpu")
+    tone = synth.write(tmp_path / "tone" / "a.wav", synth.tone(500, 0.5, RATE), RATE)
+    noise = synth.write(tmp_path / "noise" / "a.wav", synth.noise_burst(0.5, RATE), RATE)
+    manifest = Manifest([Clip(tone, "tone"), Clip(noise, "noise")], name="mini")
+    pattern = r"tiny.safetensors: non-finite model output.* 2 of 2 clip.*no accuracy"
+    with pytest.raises(ModelOutputError, match=pattern):
+        evaluate_model(predictor, manifest)

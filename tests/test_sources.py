@@ -107,3 +107,91 @@ def test_all_files_unreadable_is_an_error(tmp_path):
 def test_iter_audio_files_expands_folders(tone_dataset):
     files = iter_audio_files([tone_dataset])
     assert len(files) == 6 and all(f.suffix == ".wav" for f in files)
+
+
+# -- CSV edge cases: duplicates, partial folds, ragged rows, encodings ------------------------
+
+
+def _two_clips(tmp_path):
+    """Write audio/x.wav (a tone) and audio/y.wav (noise) next to a CSV to come."""
+    synth.write(tmp_path / "audio" / "x.wav", synth.tone(300, 0.2, 8000), 8000)
+    synth.write(tmp_path / "audio" / "y.wav", synth.noise_burst(0.2, 8000), 8000)
+
+
+def _csv(tmp_path, text, encoding="utf-8"):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_csv_same_file_through_two_spellings_is_an_error(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label\naudio/x.wav,a\naudio/y.wav,b\naudio/../audio/x.wav,a\n")
+    pattern = r"labels.csv:4: audio/\.\./audio/x.wav is the same file as line 2 \(audio/x.wav\)"
+    with pytest.raises(DatasetError, match=pattern) as info:
+        discover(path)
+    assert "list each clip once" in str(info.value)
+
+
+def test_csv_same_path_with_two_labels_is_an_error(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label\naudio/x.wav,dog\naudio/y.wav,cat\naudio/x.wav,cat\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:4: .*'cat'.*line 2.*'dog'"):
+        discover(path)
+
+
+def test_csv_paths_are_normalised(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label\naudio/./x.wav,a\naudio/../audio/y.wav,b\n")
+    assert [c.path for c in discover(path)] == [tmp_path / "audio" / "x.wav",
+                                                tmp_path / "audio" / "y.wav"]
+
+
+def test_csv_with_some_blank_folds_is_an_error(tmp_path):
+    _two_clips(tmp_path)
+    synth.write(tmp_path / "audio" / "z.wav", synth.tone(600, 0.2, 8000), 8000)
+    path = _csv(tmp_path, "path,label,fold\naudio/x.wav,a,1\naudio/y.wav,b,\naudio/z.wav,a, \n")
+    with pytest.raises(DatasetError, match=r"labels.csv: fold is blank on line\(s\) 3, 4"):
+        discover(path)
+
+
+def test_csv_with_an_all_blank_fold_column_has_no_folds(tmp_path):
+    _two_clips(tmp_path)
+    manifest = discover(_csv(tmp_path, "path,label,fold\naudio/x.wav,a,\naudio/y.wav,b,\n"))
+    assert not manifest.has_folds and len(manifest) == 2
+
+
+def test_csv_row_with_an_unquoted_comma_is_an_error(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label\naudio/x.wav,dog, big\naudio/y.wav,cat\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:2: 3 cells but the header has 2.*quote"):
+        discover(path)
+    quoted = _csv(tmp_path, 'path,label\naudio/x.wav,"dog, big"\naudio/y.wav,cat\n')
+    assert discover(quoted).classes == ["cat", "dog, big"]
+
+
+def test_csv_row_with_too_few_cells_is_an_error(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label,fold\naudio/x.wav,a,1\naudio/y.wav,b\n")
+    with pytest.raises(DatasetError, match=r"labels.csv:3: 2 cells but the header has 3"):
+        discover(path)
+
+
+def test_csv_with_a_byte_order_mark_is_read(tmp_path):
+    _two_clips(tmp_path)  # as Excel's "CSV UTF-8" writes it: a BOM and CRLF line ends
+    manifest = discover(_csv(tmp_path, "\ufeffpath,label\r\naudio/x.wav,a\r\naudio/y.wav,b\r\n"))
+    assert manifest.classes == ["a", "b"]
+
+
+def test_latin1_csv_is_an_error_naming_line_and_byte(tmp_path):
+    _two_clips(tmp_path)
+    path = _csv(tmp_path, "path,label\naudio/x.wav,caf\u00e9\naudio/y.wav,b\n", "latin-1")
+    with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 text: byte 26 \(line 2\)"):
+        discover(path)
+
+
+def test_binary_file_named_csv_is_an_error(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"path,label\n" + bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 text: byte 139 \(line 3\)"):
+        discover(path)

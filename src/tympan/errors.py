@@ -41,3 +41,11 @@ class DivergedError(TympanError):
 
 class SilentAudioWarning(UserWarning):
     """A clip decoded fine but every sample is (near) zero."""
+
+
+class ModelFileWarning(UserWarning):
+    """A model file was loaded without its checksum being verified."""
+
+
+class ModelOutputError(TympanError):
+    """A model produced non-finite probabilities (NaN/inf), e.g. from NaN weights."""

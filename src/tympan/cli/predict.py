@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
     from tympan.data.manifest import BadFile
     from tympan.inference.predict import Prediction
+    from tympan.models.modelfile import LoadedModel
+
+#: The ``--verify/--no-verify`` option of every command that loads a model file.
+Verify = Annotated[bool, typer.Option(
+    "--verify/--no-verify", help="Check the model file's checksum; --no-verify loads a "
+    "changed file anyway, with a warning.")]
 
 
 @contextmanager
@@ -32,6 +38,25 @@ def _progress(total: int, description: str) -> Iterator[Callable[[int], None]]:
                   transient=True, disable=not err_console.is_terminal) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+def _load_model(path: Path, verify: bool) -> LoadedModel:
+    """``load_model``, its warnings (an unverified file) printed as one line each on stderr.
+
+    Raises:
+        ModelFileError: as :func:`tympan.modelfile.load_model`.
+    """
+    import warnings
+
+    from tympan.models.modelfile import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_model(path, verify=verify)
+    for warning in caught:
+        err_console.print(f"[yellow]warning:[/] {warning.message}", highlight=False,
+                          soft_wrap=True)
+    return loaded
 
 
 def _display(path: Path) -> str:
@@ -58,7 +83,8 @@ def _as_json(model: Path, classes: list[str], k: int, ok: list[Prediction],
         "predictions": [p.to_dict(k) for p in ok],
         "skipped": [{"path": str(b.path), "reason": b.reason} for b in skipped],
     }
-    return json.dumps(document, indent=2) + "\n"
+    # allow_nan=False: bare NaN is not JSON; non-finite rows were skipped before this point.
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def _as_csv(ok: list[Prediction], k: int) -> str:
@@ -110,6 +136,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    verify: Verify = True,
 ) -> None:
     """Label audio files with a saved model: top-k labels with probabilities per file.
 
@@ -135,9 +162,8 @@ def predict(
 
     from tympan.fileio import atomic_write_text
     from tympan.inference.predict import Predictor, collect_audio_files
-    from tympan.models.modelfile import load_model
 
-    loaded = load_model(model)
+    loaded = _load_model(model, verify)
     k = min(top_k, len(loaded.classes))
     files, skipped = collect_audio_files(paths)
     predictor = Predictor(loaded, device=device, batch_size=batch_size)
@@ -194,7 +220,8 @@ def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,
     if as_json:
         sys.stdout.write(json.dumps({"backbone": "mn04_as", "predictions": rows,
                                      "skipped": [{"path": str(b.path), "reason": b.reason}
-                                                 for b in skipped]}, indent=2) + "\n")
+                                                 for b in skipped]},
+                                    indent=2, allow_nan=False) + "\n")
     else:
         table = Table("file", *(f"#{i + 1}" for i in range(top_k)), title="AudioSet tags")
         for row in rows:
@@ -222,11 +249,12 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    verify: Verify = True,
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
     from tympan.data.sources import discover
+    from tympan.errors import ModelOutputError
     from tympan.inference.predict import Predictor
-    from tympan.models.modelfile import load_model
     from tympan.workflows.evaluation import evaluate_model
     from tympan.workflows.report import write_evaluation
     from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
@@ -236,11 +264,14 @@ def evaluate(
         # Claim the folder before the slow part, so a taken name fails fast.
         work_dir = prepare_run_dir(output.parent, output.name, overwrite)
     try:
-        loaded = load_model(model)
+        loaded = _load_model(model, verify)
         manifest = discover(data, subset=subset)
         predictor = Predictor(loaded, device=device, batch_size=batch_size)
         with _progress(len(manifest), "evaluating") as advance:
-            evaluation = evaluate_model(predictor, manifest, progress=advance)
+            try:
+                evaluation = evaluate_model(predictor, manifest, progress=advance)
+            except ModelOutputError as exc:
+                fail(str(exc), code=1)  # the model failed, not the command line: exit 1
         if work_dir is not None:
             write_evaluation(work_dir, evaluation, model=model)
             finalize_run_dir(work_dir, overwrite=overwrite)
@@ -253,8 +284,8 @@ def evaluate(
 
     summary = evaluation.summary()
     if as_json:
-        sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2)
-                         + "\n")
+        sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2,
+                                    allow_nan=False) + "\n")
     else:
         from rich.table import Table
 

@@ -8,7 +8,10 @@ stopping the run. A missing path, no audio at all, or a single class is a
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -131,30 +134,103 @@ def _parse_fold(value: str | None, where: str) -> int | None:
         raise DatasetError(f"{where}: fold must be an integer, got {value!r}") from None
 
 
+def _read_text(csv_path: Path) -> str:
+    """The CSV's text: UTF-8, an Excel byte-order mark dropped.
+
+    Raises:
+        DatasetError: the bytes are not UTF-8 (Latin-1, binary), naming the byte and line.
+    """
+    data = csv_path.read_bytes()
+    skipped = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skipped:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skipped + exc.start
+        line = data[:offset].count(b"\n") + 1
+        raise DatasetError(
+            f"{csv_path}: not UTF-8 text: byte {offset} (line {line}) is 0x{data[offset]:02x}; "
+            "save the CSV as UTF-8 (Excel: 'CSV UTF-8')"
+        ) from None
+
+
+def _check_cells(row: dict[str | None, str | None], n_columns: int, where: str) -> None:
+    """Refuse a row with more or fewer cells than the header (csv.DictReader pads/collects)."""
+    extra = row.get(None)
+    if extra:
+        raise DatasetError(
+            f"{where}: {n_columns + len(extra)} cells but the header has {n_columns}; "
+            'quote a value that holds a comma, e.g. "dog, big"'
+        )
+    missing = sum(1 for key, value in row.items() if key is not None and value is None)
+    if missing:
+        raise DatasetError(f"{where}: {n_columns - missing} cells but the header has {n_columns}")
+
+
+def _check_folds(csv_path: Path, clips: list[Clip], lines: list[int]) -> None:
+    """All rows have a fold or none does: partial folds would mean different things to
+    ``datasets info`` (per-fold counts) and ``train`` (which then ignores them)."""
+    blank = [line for clip, line in zip(clips, lines, strict=True) if clip.fold is None]
+    if blank and len(blank) < len(clips):
+        shown = ", ".join(map(str, blank[:10])) + (" …" if len(blank) > 10 else "")
+        raise DatasetError(
+            f"{csv_path}: fold is blank on line(s) {shown} but set on {len(clips) - len(blank)} "
+            "other(s); give every row a fold, or leave the fold column empty"
+        )
+
+
 def read_csv(csv_path: str | Path) -> Manifest:
-    """A CSV with a header ``path,label[,fold][,group]``; paths relative to the CSV's folder."""
+    """A CSV with a header ``path,label[,fold][,group]``; paths relative to the CSV's folder.
+
+    UTF-8 with or without a byte-order mark. Paths are normalised
+    (``a/../a/x.wav`` is ``a/x.wav``).
+
+    Raises:
+        DatasetError: missing columns; a row that is empty, ragged or has a bad
+            fold; one file listed twice (any spelling, any label); folds on only
+            some rows; text that is not UTF-8 or not CSV. Messages name the line.
+    """
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = set(reader.fieldnames or [])
-        missing = {"path", "label"} - columns
+    reader = csv.DictReader(io.StringIO(_read_text(csv_path), newline=""))
+    try:
+        fieldnames = reader.fieldnames or []
+        missing = {"path", "label"} - set(fieldnames)
         if missing:
             raise DatasetError(
                 f"{csv_path}: missing column(s) {', '.join(sorted(missing))}; "
                 "expected a header path,label[,fold][,group]"
             )
-        clips = []
-        for line, row in enumerate(reader, start=2):
-            where = f"{csv_path}:{line}"
-            if not row.get("path") or not row.get("label"):
+        clips: list[Clip] = []
+        lines: list[int] = []
+        seen: dict[Path, tuple[int, str, str]] = {}  # resolved path → (line, as written, label)
+        for row in reader:
+            where = f"{csv_path}:{reader.line_num}"
+            _check_cells(row, len(fieldnames), where)
+            raw, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+            if not raw or not label:
                 raise DatasetError(f"{where}: empty path or label")
-            clip_path = Path(row["path"])
+            clip_path = Path(raw)
             if not clip_path.is_absolute():
                 clip_path = csv_path.parent / clip_path
-            clips.append(Clip(clip_path, row["label"].strip(), _parse_fold(row.get("fold"), where),
+            clip_path = Path(os.path.normpath(clip_path))
+            key = clip_path.resolve()  # also catches two names for one file through symlinks
+            if key in seen:
+                line, first, first_label = seen[key]
+                if first_label != label:
+                    raise DatasetError(
+                        f"{where}: {raw} is labelled {label!r}, but line {line} labels the same "
+                        f"file ({first}) {first_label!r}; a clip has one label"
+                    )
+                raise DatasetError(f"{where}: {raw} is the same file as line {line} ({first}); "
+                                   "list each clip once")
+            seen[key] = (reader.line_num, raw, label)
+            clips.append(Clip(clip_path, label, _parse_fold(row.get("fold"), where),
                               (row.get("group") or "").strip() or None))
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DatasetError(f"{csv_path}:{reader.line_num}: not a CSV row ({exc})") from None
     if not clips:
         raise DatasetError(f"{csv_path}: the CSV lists no clips")
+    _check_folds(csv_path, clips, lines)
     return Manifest(clips, name=csv_path.stem, root=csv_path.parent)
 
 

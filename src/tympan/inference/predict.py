@@ -22,12 +22,15 @@ from torch import Tensor, nn
 from tympan.audio import AUDIO_EXTENSIONS, load_audio
 from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile
-from tympan.errors import AudioError
+from tympan.errors import AudioError, ModelOutputError
 from tympan.features import LogMel
 from tympan.models.modelfile import LoadedModel, ModelMetadata
 from tympan.windows import clip_mean, clip_patches
 
 T = TypeVar("T")
+
+#: The reason a file is skipped when the model's probabilities for it are NaN or infinite.
+NON_FINITE_OUTPUT = "non-finite model output (NaN or infinite probabilities)"
 
 #: What :meth:`Predictor.predict_proba` accepts: a path, or a mono waveform at the model's rate.
 Item = str | Path | np.ndarray | Tensor
@@ -219,13 +222,20 @@ class Predictor:
         Raises:
             AudioError: a path cannot be decoded (use :meth:`predict_files` to skip).
             ValueError: an array is not a usable mono waveform.
+            ModelOutputError: the model gives NaN or infinite probabilities for an item.
         """
         items = list(items)
         if not items:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        rows = [self.forward([self.preprocess(item) for item in chunk])
-                for chunk in self._chunks(items)]
-        return np.concatenate(rows)
+        rows = np.concatenate([self.forward([self.preprocess(item) for item in chunk])
+                               for chunk in self._chunks(items)])
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
+            raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
+                                   f"{len(items)} input(s); check the model's weights")
+        return rows
 
     def predict(self, items: Iterable[Item]) -> list[str]:
         """The most probable label per item."""
@@ -235,7 +245,8 @@ class Predictor:
     def predict_files(
         self, paths: Iterable[str | Path], *, progress: Any = None
     ) -> list[Prediction]:
-        """Predict every file; one that cannot be decoded is returned with its reason, not raised.
+        """Predict every file; one that cannot be decoded, or for which the model's
+        probabilities are not finite, is returned with its reason, not raised.
 
         ``progress`` (optional) is called with the number of files finished after each chunk.
         """
@@ -257,7 +268,10 @@ class Predictor:
                 results.append(Prediction(path, self.classes))
             if specs:
                 for slot, row in zip(slots, self.forward(specs), strict=True):
-                    results[slot].probabilities = row
+                    if np.isfinite(row).all():
+                        results[slot].probabilities = row
+                    else:
+                        results[slot].error = NON_FINITE_OUTPUT
             if progress is not None:
                 progress(len(chunk))
         return results

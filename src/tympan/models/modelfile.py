@@ -5,12 +5,18 @@ config, CV metrics, versions, dataset provenance) lives in the safetensors
 header under the key ``tympan``, next to ``format_version``. Loading reads the
 header, rebuilds the network through the model registry and loads the weights
 strictly; nothing is unpickled, so a model from a stranger cannot run code.
+
+A sha256 under ``tympan.sha256`` covers every tensor (name, dtype, shape, raw
+bytes) and every other metadata entry, so a flipped weight byte or a header
+edited into other valid JSON is refused on load instead of changing results.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +26,7 @@ import torch
 from torch import nn
 
 from tympan.config import FeatureConfig, JsonConfig
-from tympan.errors import ModelFileError
+from tympan.errors import ModelFileError, ModelFileWarning
 from tympan.fileio import atomic_path
 
 #: Version of the file layout; a reader refuses files from a newer layout.
@@ -29,6 +35,8 @@ FORMAT_VERSION = 1
 METADATA_KEY = "tympan"
 #: The file suffix tympan writes and looks for.
 MODEL_SUFFIX = ".safetensors"
+#: The safetensors metadata key holding the sha256 of the tensors and the other metadata.
+CHECKSUM_KEY = "tympan.sha256"
 
 
 def _json_default(value: Any) -> Any:
@@ -151,6 +159,34 @@ def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             for name, t in model.state_dict().items()}
 
 
+def _update_bytes(hasher: Any, data: bytes | memoryview) -> None:
+    # Length-prefixed, so no two different sequences of fields hash the same.
+    hasher.update(len(data).to_bytes(8, "little"))
+    hasher.update(data)
+
+
+def content_sha256(tensors: dict[str, torch.Tensor], header: dict[str, str]) -> str:
+    """Hex sha256 over every tensor and every metadata entry except the checksum itself.
+
+    Tensors are taken in name order as (name, dtype, shape, raw bytes as
+    stored: C order, little-endian); metadata entries in key order.
+    """
+    hasher = hashlib.sha256(b"tympan-model-v1")
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        hasher.update(b"T")
+        _update_bytes(hasher, json.dumps([name, str(tensor.dtype).removeprefix("torch."),
+                                          list(tensor.shape)]).encode())
+        # A byte view works for every dtype (bfloat16 has no numpy twin).
+        _update_bytes(hasher, tensor.reshape(-1).view(torch.uint8).numpy().data)
+    for key in sorted(header):
+        if key != CHECKSUM_KEY:
+            hasher.update(b"M")
+            _update_bytes(hasher, key.encode())
+            _update_bytes(hasher, header[key].encode())
+    return hasher.hexdigest()
+
+
 def save_model(
     path: str | Path, model: nn.Module, metadata: ModelMetadata, *, overwrite: bool = False
 ) -> Path:
@@ -175,10 +211,12 @@ def save_model(
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: metadata is not JSON-serialisable ({exc})") from exc
     header = {METADATA_KEY: document, "format_version": str(FORMAT_VERSION)}
+    tensors = _state_tensors(model)
+    header[CHECKSUM_KEY] = content_sha256(tensors, header)
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file(_state_tensors(model), str(tmp), metadata=header)
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 
@@ -201,7 +239,8 @@ def _read_header(path: Path) -> tuple[dict[str, str], list[str]]:
     return header, names
 
 
-def _parse_metadata(path: Path, header: dict[str, str]) -> ModelMetadata:
+def _check_layout(path: Path, header: dict[str, str]) -> None:
+    """Refuse a safetensors file that is not tympan's, or is from a newer format."""
     if METADATA_KEY not in header:
         raise ModelFileError(
             f"{path}: a safetensors file without tympan metadata (not a tympan model file; "
@@ -217,6 +256,10 @@ def _parse_metadata(path: Path, header: dict[str, str]) -> ModelMetadata:
             f"{path}: written in model-file format {version}, newer than this tympan reads "
             f"({FORMAT_VERSION}); upgrade tympan"
         )
+
+
+def _parse_metadata(path: Path, header: dict[str, str]) -> ModelMetadata:
+    _check_layout(path, header)
     try:
         metadata = ModelMetadata.from_json(header[METADATA_KEY])
         metadata.features  # noqa: B018  (validates the feature config now, not at predict time)
@@ -278,19 +321,51 @@ def _describe_mismatch(
     return problems
 
 
-def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model file: rebuild the network by name + config, load weights strictly.
+def verify_checksum(
+    path: Path, header: dict[str, str], tensors: dict[str, torch.Tensor], *, verify: bool = True
+) -> None:
+    """Check the stored ``tympan.sha256`` against the tensors and metadata read from ``path``.
 
-    The returned model is in eval mode on ``map_location``.
+    With ``verify=False``, or for a file written before checksums, warns
+    (:class:`~tympan.errors.ModelFileWarning`) instead of checking.
+
+    Raises:
+        ModelFileError: ``verify`` is True and the checksum does not match.
+    """
+    stored = header.get(CHECKSUM_KEY)
+    if stored is None:
+        warnings.warn(f"{path}: has no checksum (saved by an older tympan), so it cannot be "
+                      "verified; save it again to add one", ModelFileWarning, stacklevel=3)
+        return
+    if not verify:
+        warnings.warn(f"{path}: loaded without verifying its checksum (verify=False, "
+                      "--no-verify); its weights and metadata may have been changed",
+                      ModelFileWarning, stacklevel=3)
+        return
+    if content_sha256(tensors, header) != stored:
+        raise ModelFileError(
+            f"{path}: checksum mismatch: the file was changed after it was saved; use the "
+            "original file or save the model again (--no-verify loads it anyway)"
+        )
+
+
+def load_model(
+    path: str | Path, *, map_location: str | torch.device = "cpu", verify: bool = True
+) -> LoadedModel:
+    """Load a model file: verify its checksum, rebuild the network by name + config,
+    load weights strictly.
+
+    The returned model is in eval mode on ``map_location``. ``verify=False``
+    skips the checksum with a :class:`~tympan.errors.ModelFileWarning`.
 
     Raises:
         ModelFileError: missing, truncated or foreign file, a newer format, a
-            model name the registry does not know, or weights that do not fit.
+            checksum mismatch, a model name the registry does not know, or
+            weights that do not fit.
     """
     path = Path(path)
     header, _ = _read_header(path)
-    metadata = _parse_metadata(path, header)
-    model = _build(path, metadata)
+    _check_layout(path, header)
     from safetensors.torch import load_file
 
     try:
@@ -299,6 +374,10 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         raise ModelFileError(
             f"{path}: cannot read the weights (truncated or corrupt: {exc})"
         ) from exc
+    # Before the metadata is trusted: an edited model name or config must not pick the build.
+    verify_checksum(path, header, tensors, verify=verify)
+    metadata = _parse_metadata(path, header)
+    model = _build(path, metadata)
     problems = _describe_mismatch(model.state_dict(), {k: tuple(v.shape)
                                                        for k, v in tensors.items()})
     if problems:
@@ -331,15 +410,18 @@ def describe(metadata: ModelMetadata) -> dict[str, Any]:
 
 
 __all__ = [
+    "CHECKSUM_KEY",
     "DatasetInfo",
     "FORMAT_VERSION",
     "LoadedModel",
     "MODEL_SUFFIX",
     "ModelMetadata",
+    "content_sha256",
     "describe",
     "load_model",
     "make_metadata",
     "read_metadata",
     "save_model",
+    "verify_checksum",
 ]
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from tympan.data.manifest import BadFile, Manifest
-from tympan.errors import DatasetError
-from tympan.inference.predict import Predictor
+from tympan.errors import DatasetError, ModelOutputError
+from tympan.inference.predict import NON_FINITE_OUTPUT, Predictor
 
 
 @dataclass
@@ -95,6 +95,8 @@ def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = 
 
     Raises:
         DatasetError: the data holds labels the model does not know, or no clip decodes.
+        ModelOutputError: the model gives NaN or infinite probabilities for any clip
+            (skipping those clips would score the model on the clips it did not fail).
     """
     where = manifest.root or manifest.name
     unknown = sorted(set(manifest.classes) - set(predictor.classes))
@@ -105,6 +107,13 @@ def evaluate_model(predictor: Predictor, manifest: Manifest, *, progress: Any = 
         )
     index = {name: i for i, name in enumerate(predictor.classes)}
     predictions = predictor.predict_files(manifest.paths, progress=progress)
+    failed = [p.path for p in predictions if p.error == NON_FINITE_OUTPUT]
+    if failed:
+        model = predictor.loaded.path or predictor.loaded.metadata.model_name
+        raise ModelOutputError(
+            f"{model}: {NON_FINITE_OUTPUT} for {len(failed)} of {len(predictions)} clip(s) "
+            f"(first: {failed[0]}); no accuracy computed: check the model's weights"
+        )
     bad = list(manifest.bad_files)
     kept_paths, labels, rows = [], [], []
     for clip, prediction in zip(manifest.clips, predictions, strict=True):
