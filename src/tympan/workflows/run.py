@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import Callback
 
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
-from tympan.data.splits import describe_straddling
+from tympan.data.splits import describe_straddling, make_splits
 from tympan.errors import ConfigError, DatasetError, DivergedError
 from tympan.workflows.crossval import check_state, cross_validate, run_state
 from tympan.workflows.prepared import PreparedData, with_copies
@@ -161,6 +161,8 @@ def run(
                             progress=progress)
         check_state(work, run_state(recipe, data))
         refuse_bad_files(data.manifest, strict)
+        if config.folds != 0:
+            make_splits(data.manifest, config.folds, config.seed)  # too few clips: fail now
         straddle = describe_straddling(data.manifest)
         if strict and straddle:
             raise DatasetError(f"{straddle}; --strict refuses this leakage (drop --strict to "

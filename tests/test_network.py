@@ -1,0 +1,59 @@
+"""The finetune recipe: a network trained end to end, its final fit, its model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tympan.config import EFFICIENTAT_FEATURES, TrainConfig
+from tympan.data.sources import discover
+from tympan.inference.predict import Predictor
+from tympan.models.modelfile import load_model, make_metadata, save_model
+from tympan.workflows.recipes import create_recipe
+from tympan.workflows.recipes.network import NetworkRecipe, final_epochs
+from tympan.workflows.results import CVResult, FoldResult
+
+
+def _cv(best_epochs: list[int | None]) -> CVResult:
+    folds = [FoldResult(str(k), np.zeros(1, int), np.zeros(1, int), np.ones((1, 2)) / 2,
+                        best_epoch=b) for k, b in enumerate(best_epochs)]
+    return CVResult(["a", "b"], folds)
+
+
+def test_final_fit_trains_the_folds_median_best_epoch_count() -> None:
+    config = TrainConfig(model="cnn-s", epochs=30)
+    assert final_epochs(_cv([3, 5, 9]), config) == 6  # epochs are 0-based: median of 4, 6, 10
+    assert final_epochs(None, config) == 30
+    assert final_epochs(_cv([None, None]), config) == 30
+    assert final_epochs(_cv([3]), config.replace(val_fraction=0.0)) == 30  # nothing selected
+
+
+def test_auto_mode_trains_a_scratch_model_end_to_end() -> None:
+    recipe = create_recipe(TrainConfig(model="cnn-s"))
+    assert isinstance(recipe, NetworkRecipe) and recipe.config.mode == "finetune"
+    assert recipe.val_fraction == 0.15
+    assert recipe.train_config()["mode"] == "finetune"
+
+
+def test_a_finetune_model_file_loads_and_predicts_through_the_same_api(
+    sound_classes_dir: Path, mn04_weights: Path, tmp_path: Path,
+) -> None:
+    manifest = discover(sound_classes_dir)
+    config = TrainConfig(model="mn04_as", mode="finetune",
+                         model_kwargs={"weights": str(mn04_weights)}, epochs=1, batch_size=16,
+                         val_fraction=0.0, freeze_backbone_epochs=1, max_train_batches=2)
+    recipe = create_recipe(config)
+    data = recipe.featurise(manifest, workers=1)
+    assert data.feature_config == EFFICIENTAT_FEATURES
+    fitted = recipe.fit(data, np.arange(len(manifest)), split_seed=0)
+    model = recipe.export(fitted, len(data.classes))
+    metadata = make_metadata(model, data.classes, EFFICIENTAT_FEATURES,
+                             train_config=recipe.train_config())
+    path = save_model(tmp_path / "ft.safetensors", model, metadata)
+    loaded = load_model(path)
+    probs = Predictor(loaded).predict_proba([manifest.clips[0].path])
+    assert probs.shape == (1, len(data.classes))
+    np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(probs, recipe.predict_proba(fitted, data, np.array([0])),
+                               atol=1e-5)
