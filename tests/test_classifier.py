@@ -89,3 +89,48 @@ def test_fit_checks_labels() -> None:
         tympan.Classifier("cnn-s", **PARAMS).fit(waves, labels[:-1])
     with pytest.raises(tympan.errors.DatasetError, match="at least 2"):
         tympan.Classifier("cnn-s", **PARAMS).fit(waves[:2], ["tone", "tone"])
+
+
+def test_frozen_classifier_fits_clones_and_round_trips(sound_classes_dir: Path,
+                                                       mn04_weights: Path,
+                                                       tmp_path: Path) -> None:
+    from sklearn.base import clone
+
+    clf = tympan.Classifier("mn04_as", mode="frozen", c_grid=(1.0,),
+                            model_kwargs={"weights": str(mn04_weights)})
+    twin = clone(clf)
+    assert twin.get_params() == clf.get_params() and twin.get_params()["mode"] == "frozen"
+    clf.fit(sound_classes_dir)
+    assert clf.fit_info_ == {"C": 1.0}
+    paths = sorted(sound_classes_dir.rglob("*.wav"))[::6]
+    labels = [p.parent.name for p in paths]
+    assert clf.score(paths, labels) >= 0.9
+    clf.save(tmp_path / "f.safetensors")
+    loaded = tympan.Classifier.load(tmp_path / "f.safetensors")
+    assert loaded.get_params()["mode"] == "frozen" and loaded.recipe_["c_grid"] == [1.0]
+    np.testing.assert_allclose(loaded.predict_proba(paths), clf.predict_proba(paths),
+                               atol=1e-5)
+    from tympan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="frozen recipe does not use epochs"):
+        tympan.Classifier("mn04_as", mode="frozen", epochs=3).fit(sound_classes_dir)
+
+
+def test_a_recipe_this_version_cannot_read_is_kept_not_dropped(fitted: tympan.Classifier,
+                                                               tmp_path: Path) -> None:
+    from tympan.errors import ConfigError
+    from tympan.models.modelfile import make_metadata, read_metadata, save_model
+
+    # a model file from a newer tympan: its recipe has a field this version lacks
+    metadata = make_metadata(fitted.model_, list(fitted.classes_), fitted.feature_config_,
+                             train_config={**fitted.recipe_, "future_knob": 7})
+    path = save_model(tmp_path / "m.safetensors", fitted.model_, metadata)
+    with pytest.warns(UserWarning, match="recipe cannot be read.*future_knob"):
+        loaded = tympan.Classifier.load(path)
+    waves, _ = synth_arrays(1, seed=5, duration_seconds=0.75)
+    np.testing.assert_allclose(loaded.predict_proba(waves), fitted.predict_proba(waves),
+                               atol=1e-6)
+    again = loaded.save(tmp_path / "again.safetensors")
+    assert read_metadata(again).train_config["future_knob"] == 7  # provenance kept
+    with pytest.raises(ConfigError, match="cannot read"):
+        loaded.fit(*synth_arrays(2, seed=1, duration_seconds=0.75))

@@ -140,3 +140,28 @@ def test_train_reports_a_broken_csv_before_any_work(
     assert len(err.strip().splitlines()) == 1
     assert "labels.csv:2: 3 cells but the header has 2" in err and "Traceback" not in err
     assert not runs.exists()
+
+
+def test_options_a_recipe_cannot_use_are_usage_errors(sound_classes_dir: Path,
+                                                      tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", str(sound_classes_dir), "--mode", "frozen",
+                                 "--epochs", "5", "--mixup", "0.2", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--epochs, --mixup do nothing with --mode frozen" in " ".join(result.output.split())
+    result = runner.invoke(app, ["train", str(sound_classes_dir), "--model", "cnn-s",
+                                 "--mode", "frozen", "--runs-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "needs a pretrained model" in str(result.exception)
+    config = tmp_path / "frozen.json"
+    config.write_text('{"mode": "frozen", "lr": 0.5}')
+    result = runner.invoke(app, ["train", str(sound_classes_dir), "--config", str(config),
+                                 "--runs-dir", str(tmp_path)])
+    assert "lr" in str(result.exception) and "not used by --mode frozen" in str(result.exception)
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_an_unknown_pretrained_name_is_one_line(tmp_path: Path) -> None:
+    from tympan.models.pretrained import UnknownPretrainedError, get_pretrained
+
+    with pytest.raises(UnknownPretrainedError, match="unknown pretrained backbone 'mn99'.*mn04"):
+        get_pretrained("mn99")

@@ -60,3 +60,29 @@ def test_invalid_values_are_rejected(changes, message):
 def test_configs_are_hashable_and_compare_by_value():
     assert SEED_FEATURES.replace(n_mels=64) == FeatureConfig(n_mels=64)
     assert len({SEED_FEATURES, FeatureConfig(), EFFICIENTAT_FEATURES}) == 2
+
+
+def test_a_nested_block_of_the_wrong_shape_is_an_error_not_a_dict():
+    from tympan.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"TrainConfig.features: .*FeatureConfig.*unknown field"):
+        TrainConfig.from_dict({"features": {"sample_rat": 16000}})
+    with pytest.raises(ValueError, match=r"TrainConfig.features: FeatureConfig: expected a JSON"):
+        TrainConfig.from_dict({"features": "seed"})
+
+
+def test_config_files_fail_with_the_file_and_the_problem(tmp_path):
+    from tympan.config import TrainConfig
+    from tympan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="missing.json: cannot read"):
+        TrainConfig.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"epochs": 3,}')
+    with pytest.raises(ConfigError, match=r"bad.json: not valid JSON \(line 1"):
+        TrainConfig.load(tmp_path / "bad.json")
+    (tmp_path / "key.json").write_text('{"epoch": 3}')
+    with pytest.raises(ConfigError, match="key.json: TrainConfig: unknown field.*epoch"):
+        TrainConfig.load(tmp_path / "key.json")
+    (tmp_path / "nested.json").write_text('{"features": {"n_mels": "many"}}')
+    with pytest.raises(ConfigError, match="nested.json"):
+        TrainConfig.load(tmp_path / "nested.json")
