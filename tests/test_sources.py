@@ -195,3 +195,25 @@ def test_binary_file_named_csv_is_an_error(tmp_path):
     path.write_bytes(b"path,label\n" + bytes(range(256)) * 4)
     with pytest.raises(DatasetError, match=r"labels.csv: not UTF-8 text: byte 139 \(line 3\)"):
         discover(path)
+
+
+def test_broken_esc50_metadata_is_a_clear_error(tmp_path: Path) -> None:
+    from tympan.data.sources import read_esc50
+
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    with pytest.raises(DatasetError, match="esc50.csv: cannot read"):
+        read_esc50(tmp_path)
+    (meta / "esc50.csv").write_text("filename,fold,category\n")
+    with pytest.raises(DatasetError, match="missing column.*src_file"):
+        read_esc50(tmp_path)
+    header = "filename,fold,target,category,esc10,src_file,take\n"
+    (meta / "esc50.csv").write_text(header + "1-1-A-0.ogg,one,0,dog,True,1,A\n")
+    with pytest.raises(DatasetError, match=r"esc50.csv:2: fold must be an integer"):
+        read_esc50(tmp_path)
+    (meta / "esc50.csv").write_text(header + "1-1-A-0.ogg,1,0,dog\n")
+    with pytest.raises(DatasetError, match=r"esc50.csv:2: empty src_file"):
+        read_esc50(tmp_path)
+    (meta / "esc50.csv").write_text(header + "1-1-A-0.ogg,1,0,dog,False,1,A\n")
+    with pytest.raises(DatasetError, match="lists no clips of ESC-10"):
+        read_esc50(tmp_path, subset="esc10")

@@ -234,22 +234,51 @@ def read_csv(csv_path: str | Path) -> Manifest:
     return Manifest(clips, name=csv_path.stem, root=csv_path.parent)
 
 
+ESC50_COLUMNS = ("filename", "fold", "category", "src_file")
+
+
 def read_esc50(root: str | Path, *, subset: str | None = None) -> Manifest:
     """ESC-50: ``meta/esc50.csv`` gives fold, category (label) and src_file (group).
 
     ``subset="esc10"`` keeps the 10-class ESC-10 clips.
+
+    Raises:
+        DatasetError: the metadata is missing, not UTF-8, lacks a column, or a row
+            has an empty cell or a fold that is not an integer (the message names
+            the file and line).
     """
     root = Path(root)
     meta = root / ESC50_CSV
     if subset not in (None, "esc10"):
         raise DatasetError(f"unknown ESC-50 subset {subset!r} (known: esc10)")
+    needed = ESC50_COLUMNS + (("esc10",) if subset == "esc10" else ())
     clips = []
-    with open(meta, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if subset == "esc10" and row["esc10"].strip().lower() != "true":
-                continue
-            clips.append(Clip(root / "audio" / row["filename"], row["category"],
-                              int(row["fold"]), row["src_file"]))
+    try:
+        with open(meta, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in needed if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}; "
+                                   f"ESC-50 metadata has {','.join(needed)}")
+            for line, row in enumerate(reader, start=2):
+                cells = {c: (row.get(c) or "").strip() for c in needed}
+                empty = [c for c, v in cells.items() if not v]
+                if empty:
+                    raise DatasetError(f"{meta}:{line}: empty {', '.join(empty)}")
+                if subset == "esc10" and cells["esc10"].lower() != "true":
+                    continue
+                clips.append(Clip(root / "audio" / cells["filename"], cells["category"],
+                                  _parse_fold(cells["fold"], f"{meta}:{line}"),
+                                  cells["src_file"]))
+    except OSError as exc:
+        raise DatasetError(f"{meta}: cannot read the ESC-50 metadata "
+                           f"({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{meta}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DatasetError(f"{meta}: not a readable CSV ({exc})") from None
+    if not clips:
+        raise DatasetError(f"{meta}: lists no clips" + (" of ESC-10" if subset else ""))
     return Manifest(clips, name=subset or "esc50", root=root)
 
 
