@@ -17,6 +17,7 @@ import synth
 
 from tympan.augment import offline
 from tympan.augment.offline import (
+    background_pool,
     build_variants,
     load_augmented_manifest,
     make_copies,
@@ -198,3 +199,57 @@ def test_parse_and_build_variants_validate() -> None:
 def test_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no manifest.csv"):
         load_augmented_manifest(tmp_path)
+
+
+def test_bg_classes_draw_from_the_same_fold_only(tmp_path: Path) -> None:
+    manifest = discover(make_fold_dataset(tmp_path / "data", n_per_fold=2))
+    assert {f: len(p) for f, p in background_pool(manifest, ["hiss"]).items()} == {1: 2, 2: 2,
+                                                                                    3: 2}
+    plan = plan_copies(manifest, tmp_path / "out", build_variants(presets=["BG"]),
+                       background_classes=["hiss"])
+    fold_of = {c.path: c.fold for c in manifest.clips}
+    assert plan and all(c.backgrounds for c in plan)
+    for copy in plan:
+        assert copy.backgrounds is not None and copy.clip.path not in copy.backgrounds
+        assert {fold_of[b] for b in copy.backgrounds} == {copy.clip.fold}
+
+
+def test_bg_classes_without_folds_are_refused(tmp_path: Path) -> None:
+    data = make_fold_dataset(tmp_path / "data", n_per_fold=2)
+    no_folds = tmp_path / "data" / "nofolds.csv"
+    with open(data, newline="") as src, open(no_folds, "w", newline="") as dst:
+        writer = csv.writer(dst)
+        for row in csv.reader(src):
+            writer.writerow([row[0], row[1], row[3]])
+    manifest = discover(no_folds)
+    assert not manifest.has_folds
+    with pytest.raises(DatasetError, match="no predefined folds") as caught:
+        make_copies(manifest, tmp_path / "out", build_variants(presets=["BG"]), workers=1,
+                    background_classes=["hiss"])
+    assert "--background FOLDER" in str(caught.value) and "fold column" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_background_files_from_the_dataset_are_refused(tmp_path: Path) -> None:
+    manifest = discover(make_fold_dataset(tmp_path / "data", n_per_fold=1))
+    bg = build_variants(presets=["BG"])
+    # the dataset's own audio folder (same files, by resolved path)
+    with pytest.raises(DatasetError, match=r"--background: .*hiss-1-0\.ogg is a clip of the "
+                                           r"dataset; backgrounds must be"):
+        plan_copies(manifest, tmp_path / "out", bg, background=tmp_path / "data" / "audio")
+    # a copy of one clip under another name (same content)
+    other = tmp_path / "backgrounds"
+    synth.write(other / "street.wav", synth.noise_burst(0.5, SR, seed=99), SR)
+    (other / "renamed.wav").write_bytes((tmp_path / "data" / "audio" / "tone-2-0.wav")
+                                        .read_bytes())
+    with pytest.raises(DatasetError, match=r"renamed\.wav has the same content as the "
+                                           r"dataset's clip .*tone-2-0\.wav"):
+        plan_copies(manifest, tmp_path / "out", bg, background=other)
+    # equal size, other content: a genuine background
+    (other / "renamed.wav").unlink()
+    synth.write(other / "hum.wav", synth.tone(60, 0.5, SR), SR)
+    assert (other / "hum.wav").stat().st_size == (tmp_path / "data" / "audio" / "tone-2-0.wav"
+                                                  ).stat().st_size
+    plan = plan_copies(manifest, tmp_path / "out", bg, background=other)
+    assert len(plan) == len(manifest) * len(bg)
+    assert {b.name for c in plan for b in c.backgrounds or ()} == {"hum.wav", "street.wav"}

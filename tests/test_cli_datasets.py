@@ -114,3 +114,31 @@ def test_info_reports_a_broken_csv_in_one_line(tmp_path):
     code, output = run("datasets", "info", str(table))
     assert code == 2 and "not UTF-8 text: byte 26 (line 2)" in output
     assert "Traceback" not in output and "UnicodeDecodeError" not in output
+
+
+def _straddling_csv(root):
+    """A CSV dataset with folds and groups; group ``rec-b`` has clips in folds 1 and 2."""
+    rows = [("a1", "dog", 1, "rec-a"), ("a2", "dog", 1, "rec-a"), ("b1", "dog", 1, "rec-b"),
+            ("b2", "dog", 2, "rec-b"), ("c1", "cat", 1, "rec-c"), ("d1", "cat", 2, "rec-d")]
+    lines = ["path,label,fold,group"]
+    for i, (name, label, fold, group) in enumerate(rows):
+        synth.write(root / "audio" / f"{name}.wav", synth.tone(300 + 50 * i, 0.2, 8000), 8000)
+        lines.append(f"audio/{name}.wav,{label},{fold},{group}")
+    (root / "meta.csv").write_text("\n".join(lines) + "\n")
+    return root / "meta.csv"
+
+
+def test_info_names_groups_straddling_folds_and_strict_fails(tmp_path):
+    table = _straddling_csv(tmp_path)
+    code, output = run("datasets", "info", str(table), "--workers", "1")
+    assert code == 0
+    assert "1 group(s) sit in more than one predefined fold" in output
+    assert "rec-b (folds 1, 2)" in output and "rec-a" not in output
+    result = runner.invoke(app, ["datasets", "info", str(table), "--json"])
+    assert '"straddling_groups": { "rec-b": [ 1, 2 ] }' in " ".join(result.output.split())
+    code, output = run("datasets", "info", str(table), "--strict")
+    assert code == 1 and "--strict:" in output and "rec-b (folds 1, 2)" in output
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text(table.read_text().replace("b2.wav,dog,2,rec-b", "b2.wav,dog,2,rec-e"))
+    code, output = run("datasets", "info", str(fixed), "--strict")
+    assert code == 0 and "more than one predefined fold" not in output

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import pytest
 import synth
@@ -128,3 +133,63 @@ def test_undecodable_clip_and_foreign_archive_are_clear_errors(tmp_path):
     with pytest.raises(DatasetError, match="not a valid zip"):
         fetch_esc50(tmp_path / "d3", url=not_zip.as_uri(), progress=False)
     assert all(list(d.iterdir()) == [] for d in (tmp_path / "d1", tmp_path / "d2", tmp_path / "d3"))
+
+
+@pytest.fixture
+def http_folder(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on localhost (no network): ``(folder, base URL)``."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_download_verifies_and_caches(http_folder, tmp_path):
+    folder, base = http_folder
+    data = b"served over http" * 1000
+    (folder / "w.bin").write_bytes(data)
+    dest = tmp_path / "out" / "w.bin"
+    assert download(f"{base}/w.bin", dest, _sha(data), progress=True) == dest
+    assert dest.read_bytes() == data
+    (folder / "w.bin").unlink()  # verified copy present: no request at all
+    assert download(f"{base}/w.bin", dest, _sha(data), progress=False) == dest
+    assert [p.name for p in dest.parent.iterdir()] == ["w.bin"]
+
+
+def test_http_checksum_mismatch_names_file_and_both_hashes(http_folder, tmp_path):
+    folder, base = http_folder
+    (folder / "w.bin").write_bytes(b"tampered")
+    dest = tmp_path / "out" / "w.bin"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old copy")
+    expected = _sha(b"the real weights")
+    with pytest.raises(ChecksumError) as caught:
+        download(f"{base}/w.bin", dest, expected, progress=False)
+    message = str(caught.value)
+    assert "w.bin" in message and expected in message and _sha(b"tampered") in message
+    assert dest.read_bytes() == b"old copy"  # a bad download replaces nothing
+    assert [p.name for p in dest.parent.iterdir()] == ["w.bin"]
+
+
+def test_http_error_names_the_url_and_where_to_put_the_file(http_folder, tmp_path):
+    _, base = http_folder
+    dest = tmp_path / "out" / "gone.zip"
+    with pytest.raises(DatasetError) as caught:
+        download(f"{base}/gone.zip", dest, progress=False)
+    message = str(caught.value)
+    assert f"{base}/gone.zip: download failed" in message and "404" in message
+    assert f"save it as {dest}" in message and not dest.exists()
+    with pytest.raises(DatasetError, match="unpack it yourself so that .*esc50/meta/esc50.csv"):
+        fetch_esc50(tmp_path / "data", url=f"{base}/gone.zip", progress=False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tympan.config import EFFICIENTAT_FEATURES
-from tympan.errors import ChecksumError, TympanError
+from tympan.errors import ChecksumError, DatasetError, TympanError
 from tympan.models import pretrained
 from tympan.models.efficientat_transfer import MN04_AS
 from tympan.models.pretrained import (
@@ -109,8 +109,10 @@ def test_an_env_file_with_the_wrong_hash_is_an_error(tmp_path: Path,
 def test_a_download_with_the_wrong_hash_is_discarded(tmp_path: Path) -> None:
     cfg = dataclasses.replace(_fake_cfg(tmp_path / "served.pt"), sha256="0" * 64)
     cache = tmp_path / "cache"
-    with pytest.raises(ChecksumError):
+    with pytest.raises(ChecksumError) as caught:
         resolve_weights(cfg, cache_dir=cache, allow_download=True)
+    assert cfg.file_name in str(caught.value) and "0" * 64 in str(caught.value)
+    assert hashlib.sha256(FAKE_BYTES).hexdigest() in str(caught.value)
     assert not (cache / cfg.file_name).exists()
 
 
@@ -157,9 +159,31 @@ def test_offline_without_local_weights_says_what_to_do(tmp_path: Path,
     monkeypatch.setenv("TYMPAN_WEIGHTS", str(tmp_path / "empty"))
     monkeypatch.setenv("TYMPAN_OFFLINE", "1")
     cfg = _fake_cfg(tmp_path / "served.pt")
-    with pytest.raises(TympanError, match="TYMPAN_WEIGHTS"):
+    with pytest.raises(TympanError, match="TYMPAN_WEIGHTS") as caught:
         resolve_weights(cfg, cache_dir=tmp_path / "cache")
+    _says_which_file_from_where_and_where_to(str(caught.value), cfg, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def _says_which_file_from_where_and_where_to(message: str, cfg: PretrainedCfg,
+                                             cache: Path) -> None:
+    assert cfg.file_name in message and cfg.sha256 in message and cfg.url in message
+    assert "$TYMPAN_WEIGHTS" in message and "--weights PATH" in message
+    assert str(cache / cfg.file_name) in message
+
+
+def test_a_failed_download_says_which_file_from_where_and_where_to_put_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TYMPAN_WEIGHTS", str(tmp_path / "empty"))
+    cfg = _fake_cfg(tmp_path / "served.pt")
+    (tmp_path / "served.pt").unlink()  # the URL now fails
+    with pytest.raises(DatasetError, match="download failed") as caught:
+        resolve_weights(cfg, cache_dir=tmp_path / "cache", allow_download=True)
+    _says_which_file_from_where_and_where_to(str(caught.value), cfg, tmp_path / "cache")
+    with pytest.raises(TympanError, match="not a file") as caught:
+        resolve_weights(cfg, tmp_path / "nope.pt", cache_dir=tmp_path / "cache")
+    _says_which_file_from_where_and_where_to(str(caught.value), cfg, tmp_path / "cache")
 
 
 def test_a_cached_file_that_went_bad_is_an_error(tmp_path: Path) -> None:

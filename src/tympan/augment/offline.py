@@ -23,6 +23,7 @@ copy whose peak would clip is scaled down to a 0.999 peak).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -39,7 +40,7 @@ import soundfile as sf
 from tympan.augment.presets import Variant, stable_seed
 from tympan.data.manifest import BadFile, Clip, Manifest
 from tympan.errors import AudioError, DatasetError
-from tympan.fileio import atomic_path, atomic_write_text
+from tympan.fileio import atomic_path, atomic_write_text, sha256_file
 from tympan.parallel import process_pool
 
 MANIFEST_NAME = "manifest.csv"
@@ -157,20 +158,64 @@ def _check_out_dir(manifest: Manifest, out_dir: Path) -> None:
 def background_pool(
     manifest: Manifest, classes: Sequence[str]
 ) -> dict[int | None, list[Path]]:
-    """Background files per fold from the dataset's own clips of ``classes``.
+    """Background files per predefined fold from the dataset's own clips of ``classes``.
 
-    With folds, a clip only ever gets backgrounds from its own fold, so no test
-    audio reaches a training copy. Raises DatasetError for an unknown class.
+    A clip only ever gets backgrounds from its own fold, so no test audio
+    reaches a training copy.
+
+    Raises:
+        DatasetError: an unknown class; a dataset without predefined folds (the
+            copies cannot know which clips a later split will test on).
     """
     known = set(manifest.classes)
     missing = [c for c in classes if c not in known]
     if missing:
         raise DatasetError(f"--background-classes: no class {', '.join(missing)} in the dataset")
+    if not manifest.has_folds:
+        raise DatasetError(
+            f"--background-classes: {manifest.name} has no predefined folds, so the copies "
+            "cannot know which clips will be test clips and would mix test audio into training "
+            "copies; use --background FOLDER of recordings that are not in the dataset, or give "
+            "the data a fold column"
+        )
     pool: dict[int | None, list[Path]] = {}
     for clip in manifest.clips:
         if clip.label in classes:
             pool.setdefault(clip.fold, []).append(clip.path)
     return pool
+
+
+def check_background_files(manifest: Manifest, files: Sequence[Path]) -> None:
+    """Refuse background ``files`` that are dataset clips: the same file (resolved path)
+    or the same content (sha256, compared only between files of equal size).
+
+    Raises:
+        DatasetError: naming the first shared file and the dataset clip it matches.
+    """
+    clips = {c.path.resolve(): c.path for c in manifest.clips}
+    by_size: dict[int, list[Path]] = {}
+    for path in clips.values():
+        with contextlib.suppress(OSError):
+            by_size.setdefault(path.stat().st_size, []).append(path)
+    hashes: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = sha256_file(path)
+        return hashes[path]
+
+    for file in files:
+        same = clips.get(file.resolve())
+        if same is None:
+            size = file.stat().st_size
+            same = next((c for c in by_size.get(size, []) if digest(c) == digest(file)), None)
+        if same is not None:
+            shared = ("is a clip of the dataset" if file.resolve() == same.resolve()
+                      else f"has the same content as the dataset's clip {same}")
+            raise DatasetError(
+                f"--background: {file} {shared}; backgrounds must be recordings that are not "
+                "in the dataset, or test audio leaks into training copies"
+            )
 
 
 def plan_copies(
@@ -187,7 +232,9 @@ def plan_copies(
 
     Raises:
         DatasetError: output folder overlapping the data, two copies with one
-            output path, BG without backgrounds, a fold without background clips.
+            output path, BG without backgrounds, ``background`` files that are
+            dataset clips, ``background_classes`` without predefined folds, a
+            fold without background clips.
         ValueError: an unknown ``audio_format``.
     """
     if audio_format not in FORMATS:
@@ -209,6 +256,7 @@ def plan_copies(
                 raise DatasetError(str(exc)) from None
             if not files:
                 raise DatasetError(f"no background audio found in {background}")
+            check_background_files(manifest, files)
         elif background_classes:
             pool = background_pool(manifest, background_classes)
         else:
@@ -485,7 +533,9 @@ def load_augmented_manifest(out_dir: str | Path) -> Manifest:
 __all__ = [
     "AugmentReport",
     "PlannedCopy",
+    "background_pool",
     "build_variants",
+    "check_background_files",
     "load_augmented_manifest",
     "make_copies",
     "parse_values",

@@ -20,10 +20,12 @@ def augment(
     preset: str = typer.Option(None, "--preset",
                                help="Salamon & Bello sets: TS,PS1,PS2,DRC,BG or all."),
     background: Path = typer.Option(None, "--background",
-                                    help="Folder of background recordings for BG."),
+                                    help="Folder of background recordings for BG "
+                                         "(none of them in the dataset)."),
     background_classes: str = typer.Option(
         None, "--background-classes",
-        help="For BG without --background: mix clips of these classes, same fold only."),
+        help="For BG without --background: mix clips of these classes, same predefined "
+             "fold only (the dataset needs folds)."),
     subset: str = typer.Option(None, "--subset", help="ESC-50 subset (esc10)."),
     workers: int = typer.Option(2, "--workers", "-j", help="Processes (one clip each at a time)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parts (BG choice and SNR)."),
@@ -44,6 +46,7 @@ def augment(
 
     from tympan.augment.offline import build_variants, make_copies, parse_values
     from tympan.data.sources import discover
+    from tympan.errors import TympanError
 
     try:
         variants = build_variants(
@@ -74,7 +77,7 @@ def augment(
             err_console.print("interrupted: finished copies are kept; rerun the same command "
                               "to make the rest")
             raise typer.Exit(130) from None
-        except ValueError as exc:
+        except (TympanError, ValueError) as exc:
             fail(str(exc))
     for bad in report.failed:
         err_console.print(f"[yellow]failed[/] {bad}", highlight=False)

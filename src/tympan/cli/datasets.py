@@ -42,7 +42,9 @@ def fetch(
 def info(
     path: Annotated[Path, typer.Argument(help="Dataset: ESC-50 folder, CSV, or folder per class.")],
     subset: Annotated[str | None, typer.Option(help="ESC-50 subset (esc10).")] = None,
-    strict: Annotated[bool, typer.Option(help="Exit 1 if any file is unreadable.")] = False,
+    strict: Annotated[bool, typer.Option(
+        help="Exit 1 if any file is unreadable or any group straddles predefined folds.",
+    )] = False,
     workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 2,
     min_duration_seconds: Annotated[float, typer.Option(
         "--min-duration-seconds", help="Shorter clips are reported as bad.")] = 0.1,
@@ -50,9 +52,10 @@ def info(
 ) -> None:
     """Classes, counts per class and fold, durations, sample rates, channels, bad files.
 
-    Every file is fully decoded; unreadable files are listed with their reason and
-    the command still exits 0 (1 with --strict). A missing path, a folder without
-    audio or a single class exits 2 before any work.
+    Every file is fully decoded; unreadable files are listed with their reason, and
+    groups (e.g. ESC-50's src_file) found in more than one predefined fold are
+    named; the command still exits 0 (1 with --strict). A missing path, a folder
+    without audio or a single class exits 2 before any work.
     """
     from tympan.data.info import summarize
     from tympan.data.sources import discover
@@ -72,8 +75,12 @@ def info(
         console.print_json(json.dumps(summary.to_dict()))
     else:
         _print_summary(summary)
-    if strict and summary.bad_files:
-        err_console.print(f"--strict: {len(summary.bad_files)} unreadable file(s)")
+    if strict and (summary.bad_files or summary.straddling):
+        if summary.bad_files:
+            err_console.print(f"--strict: {len(summary.bad_files)} unreadable file(s)")
+        if summary.straddling:
+            err_console.print(f"--strict: {summary.straddling_line(limit=20)}; put each "
+                              "group's clips in one fold", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -108,4 +115,7 @@ def _print_summary(summary: object) -> None:
         console.print(f"[yellow]{len(summary.bad_files)} unreadable file(s), skipped:[/]")
         for bad in summary.bad_files:
             console.print(f"  {bad.path}: {bad.reason}", highlight=False, soft_wrap=True)
+    straddle = summary.straddling_line()
+    if straddle:
+        console.print(f"[yellow]leakage:[/] {straddle}", highlight=False, soft_wrap=True)
     console.print(summary.summary_line(), highlight=False)

@@ -3,25 +3,27 @@
 The data directory is ``$TYMPAN_DATA`` (one folder per dataset, ``$TYMPAN_DATA/esc50/…``),
 else the user cache folder ``tympan/datasets``. A dataset already there is used as is.
 
-:func:`download` is the one generic downloader: streamed to a temporary name,
-verified by sha256, renamed into place; ``file://`` URLs work too (tests use them).
+:func:`download` is the one generic downloader, on top of ``pooch``: streamed to a
+temporary name, verified by sha256, renamed into place; ``file://`` URLs work too
+(tests use them; pooch has no downloader for them, so a local copy stands in).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tympan.errors import AudioError, ChecksumError, DatasetError
-from tympan.fileio import atomic_path, sha256_file
+from tympan.fileio import sha256_file
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/master.zip"
 _CHUNK_BYTES = 1 << 20
@@ -43,60 +45,117 @@ def dataset_path(name: str, root: Path | None = None) -> Path:
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, *,
-             progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` and return ``dest``.
+             progress: bool = True, by_hand: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` with :func:`pooch.retrieve` and return ``dest``.
 
     Streams to a temporary file beside ``dest`` and renames it into place only
     when complete (and, with ``sha256``, verified), so ``dest`` is never half
     written. If ``dest`` already exists with the expected ``sha256`` nothing is
     downloaded; an existing ``dest`` without a ``sha256`` to check is kept as is.
-    ``file://`` URLs are read locally. ``progress`` shows a rich progress bar.
+    ``file://`` URLs are copied locally. ``progress`` shows a rich progress bar.
+    ``by_hand`` replaces the advice of the download error (default: save the
+    file as ``dest``).
 
     Raises:
-        ChecksumError: the download (or the existing ``dest``) does not match ``sha256``.
-        DatasetError: the URL cannot be fetched (network error, HTTP error, missing file).
+        ChecksumError: the download does not match ``sha256`` (names the file,
+            the expected and the actual hash; ``dest`` is left as it was).
+        DatasetError: the URL cannot be fetched (network error, HTTP error, missing
+            file, unknown scheme); names the URL and where to put the file by hand.
     """
+    import pooch
+
     dest = Path(dest)
     expected = sha256.lower() if sha256 else None
-    if dest.exists() and (expected is None or sha256_file(dest) == expected):
-        return dest  # a stale copy (wrong hash) is re-fetched, replaced only once verified
-    digest = hashlib.sha256()
+    bar = _RichBar(dest.name) if progress else False
+    downloader = (_copy_file_url if urllib.parse.urlparse(url).scheme == "file"
+                  else pooch.HTTPDownloader(progressbar=bar, chunk_size=_CHUNK_BYTES))
+    received: dict[str, str] = {}
+
+    def fetch(source: str, output_file: str, caller: object) -> None:
+        downloader(source, output_file, caller)
+        received["sha256"] = sha256_file(Path(output_file))
+
     try:
-        with urllib.request.urlopen(url) as response, atomic_path(dest) as tmp:  # noqa: S310
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as out, _progress(progress, dest.name, total) as advance:
-                while chunk := response.read(_CHUNK_BYTES):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    advance(len(chunk))
-            actual = digest.hexdigest()
-            if expected is not None and actual != expected:
-                raise ChecksumError(
-                    f"{url}: sha256 {actual} does not match the expected {expected}; "
-                    f"the download was discarded ({dest} not written)"
-                )
-    except OSError as exc:  # URLError and HTTPError are OSErrors
-        raise DatasetError(f"{url}: download failed ({exc})") from exc
+        with _quiet_pooch():
+            pooch.retrieve(url, known_hash=f"sha256:{expected}" if expected else None,
+                           fname=dest.name, path=dest.parent, downloader=fetch,
+                           progressbar=bool(bar))
+    except (OSError, ValueError) as exc:  # requests' errors are OSErrors
+        actual = received.get("sha256")
+        if isinstance(exc, ValueError) and actual is not None and actual != expected:
+            raise ChecksumError(
+                f"{dest.name} from {url}: sha256 {actual} does not match the expected "
+                f"{expected}; the download was discarded ({dest} left as it was)"
+            ) from None
+        advice = by_hand or f"download it yourself and save it as {dest}"
+        raise DatasetError(f"{url}: download failed ({exc}); {advice}") from exc
+    finally:
+        if isinstance(bar, _RichBar):
+            bar.close()
     return dest
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
+def _copy_file_url(url: str, output_file: str, caller: object = None) -> None:
+    """pooch downloader for ``file://`` URLs (pooch has none): copy the local file."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    with open(source, "rb") as src, open(output_file, "wb") as out:
+        shutil.copyfileobj(src, out, _CHUNK_BYTES)
 
-    with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(name, total=total)
-        yield lambda n: bar.advance(task, n)
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """pooch logs every download at INFO on stderr; our progress bar says enough."""
+    import pooch
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _RichBar:
+    """The progress-bar object pooch's HTTPDownloader drives (total, update, reset, close),
+    drawn with rich."""
+
+    def __init__(self, name: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar = Progress("{task.description}", BarColumn(), DownloadColumn(),
+                             TransferSpeedColumn(), TimeRemainingColumn(), transient=True)
+        self._task = self._bar.add_task(name, total=None, start=False)
+        self._started = False
+
+    @property
+    def total(self) -> float | None:
+        return self._bar.tasks[0].total
+
+    @total.setter
+    def total(self, n_bytes: int) -> None:
+        self._bar.update(self._task, total=n_bytes or None)
+        if not self._started:
+            self._bar.start()
+            self._bar.start_task(self._task)
+            self._started = True
+
+    def update(self, n_bytes: int) -> None:
+        self._bar.advance(self._task, n_bytes)
+
+    def reset(self) -> None:
+        self._bar.update(self._task, completed=0)
+
+    def close(self) -> None:
+        if self._started:
+            self._bar.stop()
+            self._started = False
 
 
 def esc50_path(root: Path | None = None) -> Path | None:
@@ -127,7 +186,9 @@ def fetch_esc50(root: Path | None = None, *, url: str = ESC50_URL, sha256: str |
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".esc50-", suffix=".partial", dir=root))
     try:
-        archive = download(url, work / "ESC-50-master.zip", sha256, progress=progress)
+        archive = download(url, work / "ESC-50-master.zip", sha256, progress=progress,
+                           by_hand=f"download and unpack it yourself so that {target}/meta/"
+                                   "esc50.csv exists")
         unpacked = _unpack(archive, work / "unpacked")
         archive.unlink()
         check_esc50(unpacked, check_audio=check_audio)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tympan.data.manifest import BadFile, Clip, Manifest
+from tympan.data.splits import straddling_groups, straddling_message
 from tympan.errors import AudioError, SilentAudioWarning
 
 
@@ -69,7 +70,8 @@ def _total(seconds: float) -> str:
 
 @dataclass
 class DatasetSummary:
-    """What :func:`summarize` found. Durations in seconds; counts are of good clips."""
+    """What :func:`summarize` found. Durations in seconds; counts are of good clips.
+    ``straddling`` maps each group found in more than one predefined fold to its folds."""
 
     name: str
     root: Path | None
@@ -81,6 +83,7 @@ class DatasetSummary:
     channels: dict[int, int]
     bad_files: list[BadFile] = field(default_factory=list)
     silent: list[Path] = field(default_factory=list)
+    straddling: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -97,13 +100,19 @@ class DatasetSummary:
         d = np.asarray(self.durations_seconds)
         return float(d.min()), float(d.mean()), float(d.max())
 
+    def straddling_line(self, limit: int = 5) -> str | None:
+        """One line naming the groups that straddle predefined folds, or None if none do."""
+        return straddling_message(self.name, self.straddling, limit)
+
     def summary_line(self) -> str:
         lo, mean, hi = self.duration_stats()
         folds = f", {len(self.fold_counts)} folds" if self.fold_counts else ""
+        straddle = (f", {len(self.straddling)} group(s) straddling folds"
+                    if self.straddling else "")
         return (f"{self.name}: {self.n_clips} clips, {len(self.class_counts)} classes{folds}, "
                 f"{_total(sum(self.durations_seconds))} "
                 f"({lo:.2f}/{mean:.2f}/{hi:.2f} s min/mean/max), "
-                f"{len(self.bad_files)} unreadable file(s) skipped")
+                f"{len(self.bad_files)} unreadable file(s) skipped{straddle}")
 
     def to_dict(self) -> dict[str, Any]:
         lo, mean, hi = self.duration_stats()
@@ -119,6 +128,7 @@ class DatasetSummary:
             "channels": {str(k): v for k, v in self.channels.items()},
             "bad_files": [{"path": str(b.path), "reason": b.reason} for b in self.bad_files],
             "silent": [str(p) for p in self.silent],
+            "straddling_groups": self.straddling,
         }
 
 
@@ -127,7 +137,9 @@ def summarize(manifest: Manifest, *, min_duration_seconds: float = 0.1, workers:
     """Decode every clip of ``manifest`` and tally classes, folds, durations and formats.
 
     Files that fail to decode join ``manifest.bad_files`` in the summary (with their
-    reason) and are not counted. ``progress`` is called with the number of files done.
+    reason) and are not counted. Groups of good clips that sit in more than one
+    predefined fold are listed in ``straddling``. ``progress`` is called with the
+    number of files done.
     """
     advance = progress or (lambda n: None)
     good: list[Clip] = []
@@ -164,4 +176,5 @@ def summarize(manifest: Manifest, *, min_duration_seconds: float = 0.1, workers:
         channels=dict(sorted(channels.items())),
         bad_files=bad,
         silent=silent,
+        straddling=straddling_groups(replace(manifest, clips=good)),
     )

@@ -136,15 +136,19 @@ def straddling_groups(manifest: Manifest) -> dict[str, list[int]]:
 
 def describe_straddling(manifest: Manifest, limit: int = 5) -> str | None:
     """One line naming the groups that straddle predefined folds, or None if none do."""
-    straddle = straddling_groups(manifest)
+    return straddling_message(manifest.name, straddling_groups(manifest), limit)
+
+
+def straddling_message(name: str, straddle: dict[str, list[int]], limit: int = 5) -> str | None:
+    """One line naming the groups in ``straddle`` (``{group: folds}``), or None if empty."""
     if not straddle:
         return None
     shown = "; ".join(f"{g} (folds {', '.join(map(str, f))})"
                       for g, f in list(straddle.items())[:limit])
     more = f" (+{len(straddle) - limit} more)" if len(straddle) > limit else ""
-    return (f"{manifest.name}: {len(straddle)} group(s) sit in more than one predefined fold, "
+    return (f"{name}: {len(straddle)} group(s) sit in more than one predefined fold, "
             f"so clips cut from one recording are on both sides of a split: {shown}{more}")
 
 
 __all__ = ["DEFAULT_FOLDS", "describe_straddling", "fold_names", "make_splits",
-           "straddling_groups", "validation_split"]
+           "straddling_groups", "straddling_message", "validation_split"]

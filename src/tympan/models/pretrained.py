@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from tympan.config import FeatureConfig
-from tympan.errors import ChecksumError, TympanError
+from tympan.errors import ChecksumError, DatasetError, TympanError
 from tympan.fileio import sha256_file
 
 WEIGHTS_ENV = "TYMPAN_WEIGHTS"
@@ -216,26 +216,39 @@ def resolve_weights(
 
     Raises:
         ChecksumError: the chosen file (local or downloaded) has the wrong sha256.
+        DatasetError: the download failed (names the file, its sha256, the URL and
+            where to put it by hand).
         TympanError: an explicit file is missing, or the weights are not local
-            and ``allow_download`` is False.
+            and ``allow_download`` is False (same advice).
     """
     cfg = _as_cfg(backbone)
     path, source = locate_weights(cfg, weights, cache_dir=cache_dir)
+    target = cached_weights(cfg, cache_dir)
+    if source == "explicit" and path is not None and not path.is_file():
+        raise TympanError(f"weights for {cfg.name!r}: {path} is not a file; "
+                          f"{_by_hand(cfg, target)}")
     if path is not None:
         return verify_weights(path, cfg)
     if allow_download is None:
         allow_download = os.environ.get(OFFLINE_ENV, "") in ("", "0")
     if not allow_download:
         raise TympanError(
-            f"weights for {cfg.name!r} are not available locally; pass --weights PATH, set "
-            f"${WEIGHTS_ENV} to a folder holding {cfg.file_name}, or allow the download of "
-            f"{cfg.url} (unset ${OFFLINE_ENV})"
+            f"weights for {cfg.name!r} are not available locally and downloads are off; "
+            f"{_by_hand(cfg, target)}, or unset ${OFFLINE_ENV}"
         )
     from tympan.data.fetch import download
 
-    target = cached_weights(cfg, cache_dir)
-    download(cfg.url, target, cfg.sha256)
+    try:
+        download(cfg.url, target, cfg.sha256, by_hand=_by_hand(cfg, target))
+    except DatasetError as exc:
+        raise DatasetError(f"weights for {cfg.name!r}: {exc}") from exc
     return verify_weights(target, cfg)
+
+
+def _by_hand(cfg: PretrainedCfg, target: Path) -> str:
+    """What to do without a download: which file, from where, and where to put it."""
+    return (f"get {cfg.file_name} (sha256 {cfg.sha256}) from {cfg.url} and put it in the "
+            f"${WEIGHTS_ENV} folder, pass --weights PATH, or save it as {target}")
 
 
 def load_state_dict(path: Path, cfg: PretrainedCfg) -> dict[str, Tensor]:
