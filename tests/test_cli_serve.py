@@ -30,7 +30,8 @@ def test_serve_starts_and_answers(trained_model_file: Path, tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from tympan.cli import main; main()", "serve",
-         str(trained_model_file), "--port", str(port), "--max-upload-mb", "2", "--threads", "1"],
+         str(trained_model_file), "--port", str(port), "--max-upload-mb", "2", "--threads", "1",
+         "--max-batch-patches", "8"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,3 +62,6 @@ def test_serve_refuses_a_missing_model_and_bad_limits(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["serve", str(tmp_path / "nope.safetensors"),
                               "--max-upload-mb", "0"])
     assert bad.exit_code == 2 and "max_upload_mb" in bad.output
+    bad = runner.invoke(app, ["serve", str(tmp_path / "nope.safetensors"),
+                              "--max-batch-patches", "0"])
+    assert bad.exit_code == 2 and "max_batch_patches" in bad.output

@@ -27,6 +27,9 @@ def serve(
     60.0,
     batch_wait_ms: Annotated[float, typer.Option(
         help="How long a request waits for others to share a forward pass (ms).")] = 5.0,
+    max_batch_patches: Annotated[int, typer.Option(
+        help="Most patches in one forward pass: larger is faster under load, uses more "
+             "memory.")] = 64,
     threads: Annotated[int | None, typer.Option(
         help="Torch intra-op threads (default: torch's choice).")] = None,
     verify: Verify = True,
@@ -47,7 +50,8 @@ def serve(
     try:
         settings = ServeSettings(max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
                                  upload_timeout_seconds=upload_timeout_s,
-                                 batch_wait_ms=batch_wait_ms)
+                                 batch_wait_ms=batch_wait_ms,
+                                 max_batch_patches=max_batch_patches)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = _load_model(model, verify)

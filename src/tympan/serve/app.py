@@ -60,6 +60,8 @@ class ServeSettings:
             raise ValueError("max_upload_mb and max_audio_seconds must be positive")
         if self.upload_timeout_seconds <= 0:
             raise ValueError("upload_timeout_seconds must be positive")
+        if self.max_batch_patches < 1 or self.batch_wait_ms < 0:
+            raise ValueError("max_batch_patches must be >= 1 and batch_wait_ms >= 0")
         if self.timeline_min_windows < 1:
             raise ValueError("timeline_min_windows must be at least 1")
 

@@ -35,8 +35,9 @@ class BatchingEngine:
     """Serialise and micro-batch forward passes of ``model`` (in eval mode) on one thread.
 
     ``max_wait_ms`` is how long the first request of a batch waits for company
-    (milliseconds); ``max_batch_patches`` caps the patches gathered into one
-    batch; ``forward_batch`` is patches per forward call within it.
+    (milliseconds); gathering stops once ``max_batch_patches`` are queued (a
+    request's patches are never split, so a batch may pass it by one request);
+    ``forward_batch`` is patches per forward call within it.
     """
 
     def __init__(self, model: nn.Module, *, max_wait_ms: float = 5.0,
