@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -128,3 +130,58 @@ def mn04_weights() -> Path:
         pytest.skip("mn04_as weights not found: set TYMPAN_WEIGHTS to a folder holding "
                     "mn04_as_mAP_432.pt (e.g. ../shared/weights)")
     return path
+
+
+# -- serving (tests/test_serve_*.py) --------------------------------------------------------
+
+SERVE_CLASSES = ("click", "noise", "tone")
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ``cnn-s`` (tiny16k front end) trained on synthetic clicks, noise and tones
+    (10 epochs, ~10 s on one core), saved with its CV-style metrics; it labels a steady
+    tone "tone" reliably, through lossy codecs too."""
+    import torch
+
+    import tympan
+    from tympan.models.modelfile import make_metadata, save_model
+    from tympan.workflows.demo import synth_arrays
+
+    torch.manual_seed(0)
+    waves, labels = synth_arrays(10, classes=SERVE_CLASSES, seed=11, duration_seconds=0.75)
+    clf = tympan.Classifier("cnn-s", epochs=10, batch_size=8, features=tiny_features(),
+                            early_stopping_patience=0).fit(waves, labels)
+    held_out, truth = synth_arrays(4, classes=SERVE_CLASSES, seed=12, duration_seconds=0.75)
+    metrics = {"accuracy_mean": float(clf.score(held_out, truth)), "n_clips": len(truth)}
+    metadata = make_metadata(clf.model_, list(clf.classes_), clf.feature_config_,
+                             train_config=clf.recipe_, metrics=metrics)
+    return save_model(tmp_path_factory.mktemp("serve-model") / "tones.safetensors", clf.model_,
+                      metadata)
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on 127.0.0.1 at a free port in a thread; yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on 127.0.0.1:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)

@@ -165,3 +165,33 @@ def zip_folder(folder: str | Path, archive: str | Path, prefix: str = "ESC-50-ma
             if item.is_file():
                 zf.write(item, f"{prefix}/{item.relative_to(folder).as_posix()}")
     return archive
+
+
+#: Browser-recording containers :func:`encode` writes: suffix → (PyAV format, codec, rate Hz).
+ENCODINGS = {
+    ".webm": ("webm", "libopus", 48000),
+    ".opus": ("ogg", "libopus", 48000),
+    ".m4a": ("mp4", "aac", 48000),
+}
+
+
+def encode(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write mono ``samples`` as WebM/Opus, Ogg/Opus or MP4/AAC (by suffix) with PyAV,
+    resampled to the codec's rate as a browser's MediaRecorder would record it."""
+    import av
+    import soxr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt, codec, rate = ENCODINGS[path.suffix.lower()]
+    data = soxr.resample(np.asarray(samples, dtype=np.float32), sample_rate, rate)
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(data[None, :].astype(np.float32), format="flt",
+                                           layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

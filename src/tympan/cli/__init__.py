@@ -15,6 +15,7 @@ from tympan.cli import (
     features,  # noqa: F401  (registers `features`)
     models,  # noqa: F401  (registers `models list`)
     predict,  # noqa: F401  (registers `predict`, `evaluate`)
+    serve,  # noqa: F401  (registers `serve`)
     spectrogram,  # noqa: F401  (registers `spectrogram`)
     train,  # noqa: F401  (registers `train`, `demo`)
 )
