@@ -23,14 +23,30 @@ from tympan.errors import TympanError
 
 
 def main() -> None:
-    """Console-script entry point: run the app; a TympanError exits 2 with its message."""
+    """Console-script entry point: run the app; a TympanError prints one line and exits with
+    its ``exit_code`` (2: change the input or options; 1: a failure such as a full disk)."""
+    from tympan.fileio import is_disk_full
+
     try:
         app()
     except TympanError as exc:
-        from rich.console import Console
+        _print_error(str(exc))
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        where = exc.filename or "the disk"
+        _print_error(f"no space left on {where}; free some space and rerun: earlier results "
+                     "are kept")
+        sys.exit(1)
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+
+def _print_error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                               soft_wrap=True)
 
 
 __all__ = ["app", "main"]

@@ -146,15 +146,30 @@ def run(
         ConfigError: an option the recipe does not use; a policy without copies.
         RunFolderError: the name is taken (without ``overwrite``) or an
             unfinished run exists (without ``resume`` or ``overwrite``).
+        LockedError: another live process works on run ``name``.
         DatasetError: see :func:`tympan.data.splits.make_splits`; with ``strict``,
             bad files or straddling groups.
         TympanError: ``resume`` with another recipe or other data.
     """
-    from tympan.workflows import report
-    from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
+    from tympan.workflows.runfolder import lock_run
 
     recipe = create_recipe(config)
     check_policy(config.augment_policy, manifest, augmented)
+    with lock_run(runs_dir, name):
+        return _run_locked(recipe, config, manifest, runs_dir=runs_dir, name=name, final=final,
+                           overwrite=overwrite, resume=resume, augmented=augmented, cache=cache,
+                           strict=strict, progress=progress, only_folds=only_folds,
+                           callbacks=callbacks)
+
+
+def _run_locked(recipe: Recipe, config: TrainConfig, manifest: Manifest, *,
+                runs_dir: str | Path, name: str, final: bool, overwrite: bool, resume: bool,
+                augmented: Manifest | None, cache: Any, strict: bool, progress: bool,
+                only_folds: Sequence[str] | None, callbacks: Sequence[Callback]) -> RunOutcome:
+    """:func:`run`'s work, while this process holds the run's lock."""
+    from tympan.workflows import report
+    from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
+
     work = prepare_run_dir(runs_dir, name, overwrite, resume=resume)
     try:
         data = prepare_data(recipe, manifest, augmented=augmented, cache=cache,
