@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,3 +129,41 @@ def mn04_weights() -> Path:
         pytest.skip("mn04_as weights not found: set TYMPAN_WEIGHTS to a folder holding "
                     "mn04_as_mAP_432.pt (e.g. ../shared/weights)")
     return path
+
+
+# -- a full disk (tests/test_fileio.py, test_cli.py, test_cache.py …) ---------------------------
+
+
+class SmallDisk:
+    """A 2 MiB tmpfs mounted at ``root``; :meth:`fill` then uses up every free byte."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def fill(self) -> None:
+        """Write a ballast file until the file system refuses with ENOSPC."""
+        import errno
+
+        with open(self.root / "ballast", "wb", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 2 MiB tmpfs of its own (root on Linux; skipped with the reason elsewhere)."""
+    import subprocess
+
+    root = tmp_path / "disk"
+    root.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip() or 'not root'})")
+    try:
+        yield SmallDisk(root)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)

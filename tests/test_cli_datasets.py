@@ -114,3 +114,11 @@ def test_info_reports_a_broken_csv_in_one_line(tmp_path):
     code, output = run("datasets", "info", str(table))
     assert code == 2 and "not UTF-8 text: byte 26 (line 2)" in output
     assert "Traceback" not in output and "UnicodeDecodeError" not in output
+
+
+def test_info_says_symlink_loop_not_no_such_file(tone_dataset):
+    loop = tone_dataset / "low" / "loop.wav"
+    loop.symlink_to(loop.name)
+    code, output = run("datasets", "info", str(tone_dataset), "--workers", "1")
+    assert code == 0
+    assert "loop.wav: symlink loop" in output and "no such file" not in output

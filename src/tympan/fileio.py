@@ -31,6 +31,18 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
+def _short_write_on_full_disk(exc: BaseException, folder: Path) -> bool:
+    """A write that stopped short without an errno (numpy's "N requested and M written")
+    on a file system with (almost) no space left."""
+    if not isinstance(exc, OSError) or exc.errno is not None:
+        return False
+    try:
+        usage = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs on Windows
+        return False
+    return usage.f_bavail * usage.f_frsize < 1 << 20
+
+
 def no_space_error(path: Path) -> NoSpaceError:
     """The one-line error for a write of ``path`` that found the disk full."""
     return NoSpaceError(f"no space left on {Path(path).parent} (writing {Path(path).name}); "
@@ -63,7 +75,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except Exception as exc:
-        if is_disk_full(exc):
+        if is_disk_full(exc) or _short_write_on_full_disk(exc, path.parent):
             raise no_space_error(path) from exc
         raise
     finally:

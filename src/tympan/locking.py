@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tympan.errors import TympanError
+from tympan.fileio import is_disk_full, no_space_error
 
 LOCK_SUFFIX = ".lock"
 
@@ -62,6 +63,7 @@ def folder_lock(folder: str | Path, what: str = "folder", *,
     Raises:
         LockedError: another live process holds the lock (its PID in the message),
             and ``on_wait`` is None.
+        NoSpaceError: the disk is too full to write the lock file.
     """
     lock_file = lock_path_for(folder)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +96,13 @@ def folder_lock(folder: str | Path, what: str = "folder", *,
         os.close(fd)
         time.sleep(0.01)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise no_space_error(lock_file) from exc
+            raise
         yield lock_file
     finally:
         with contextlib.suppress(OSError):

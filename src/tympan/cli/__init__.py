@@ -25,8 +25,11 @@ from tympan.errors import TympanError
 def main() -> None:
     """Console-script entry point: run the app; a TympanError prints one line and exits with
     its ``exit_code`` (2: change the input or options; 1: a failure such as a full disk)."""
+    import warnings
+
     from tympan.fileio import is_disk_full
 
+    warnings.showwarning = _show_warning
     try:
         app()
     except TympanError as exc:
@@ -39,6 +42,16 @@ def main() -> None:
         _print_error(f"no space left on {where}; free some space and rerun: earlier results "
                      "are kept")
         sys.exit(1)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Warnings on the command line: one ``warning: ...`` line, no source location."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                               soft_wrap=True)
 
 
 def _print_error(message: str) -> None:

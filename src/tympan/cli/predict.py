@@ -63,7 +63,7 @@ def _load_model(path: Path, verify: bool) -> LoadedModel:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # not below cwd; a symlink loop
         return str(path)
 
 

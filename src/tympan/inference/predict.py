@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tympan.audio import AUDIO_EXTENSIONS, load_audio
+from tympan.audio import AUDIO_EXTENSIONS, file_problem, load_audio
 from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile
 from tympan.errors import AudioError, ModelOutputError
@@ -281,7 +281,8 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     """Expand files and folders (recursively, audio extensions only) into a file list.
 
     A file named explicitly is kept whatever its extension (decoding decides);
-    a missing path or a folder without audio comes back as a :class:`BadFile`.
+    a missing path, a symlink loop or a folder without audio comes back as a
+    :class:`BadFile`, as does an audio-named link inside a folder that leads nowhere.
     """
     files: list[Path] = []
     bad: list[BadFile] = []
@@ -289,17 +290,26 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
+            found, broken = [], []
+            for p in sorted(path.rglob("*")):
+                if (p.suffix.lower() not in AUDIO_EXTENSIONS
+                        or any(part.startswith(".") for part in p.relative_to(path).parts)):
+                    continue
+                if p.is_file():
+                    found.append(p)
+                elif p.is_symlink():  # a loop or a dangling link: say so, do not omit it
+                    broken.append(BadFile(p, file_problem(p) or "unreadable link"))
+            bad += broken
+            if not found and not broken:
                 bad.append(BadFile(path, "folder holds no audio files "
                                          f"({', '.join(sorted(AUDIO_EXTENSIONS))})"))
             candidates = found
         elif path.exists():
             candidates = [path]
         else:
-            bad.append(BadFile(path, "no such file or folder"))
+            problem = file_problem(path)
+            bad.append(BadFile(path, "no such file or folder" if problem == "no such file"
+                               else problem or "no such file or folder"))
             candidates = []
         for candidate in candidates:
             key = candidate.resolve()
