@@ -106,3 +106,14 @@ def test_training_checkpoints_on_a_full_disk(
     assert code == 1
     _one_line_no_space(err, small_disk.root / "runs")
     assert "last.ckpt" in err  # the checkpoint, not an earlier small file, found the disk full
+
+
+def test_warnings_print_as_one_line(tone_dataset: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tone_dataset / "empty").mkdir()
+    code, err = _tympan(monkeypatch, capsys, "datasets", "info", str(tone_dataset),
+                        "--workers", "1")
+    assert code == 0
+    lines = [line for line in err.splitlines() if "empty" in line]
+    assert lines == [f"warning: {tone_dataset / 'empty'}: class folder holds no audio files; "
+                     "class 'empty' is left out"]

@@ -376,3 +376,14 @@ def test_symlink_loops_are_reported_not_crashed_on_or_omitted(
     assert all(reason.startswith("symlink loop") for reason in skipped.values())
     assert len(document["predictions"]) == len(clips)
     assert "inner-loop.wav: symlink loop" in " ".join(result.stderr.split())
+
+
+def test_evaluate_after_a_kill_suggests_only_what_evaluate_has(
+        trained_model_file: Path, labelled: Path, tmp_path: Path) -> None:
+    from tympan.workflows.runfolder import RunFolderError, work_dir_for
+
+    work_dir_for(tmp_path, "report").mkdir()  # what a killed `evaluate -o report` leaves
+    result = runner.invoke(app, ["evaluate", str(trained_model_file), str(labelled),
+                                 "-o", str(tmp_path / "report")])
+    assert isinstance(result.exception, RunFolderError)
+    assert "--overwrite" in str(result.exception) and "--resume" not in str(result.exception)

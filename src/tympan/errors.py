@@ -55,6 +55,11 @@ class SilentAudioWarning(UserWarning):
     """A clip decoded fine but every sample is (near) zero."""
 
 
+class SkippedFilesWarning(UserWarning):
+    """Files that passed the header check failed the full decode (e.g. NaN samples) and are
+    left out; the message names them and why."""
+
+
 class ModelFileWarning(UserWarning):
     """A model file was loaded without its checksum being verified."""
 

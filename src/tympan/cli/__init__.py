@@ -29,7 +29,7 @@ def main() -> None:
 
     from tympan.fileio import is_disk_full
 
-    warnings.showwarning = _show_warning
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         app()
     except TympanError as exc:
@@ -42,6 +42,8 @@ def main() -> None:
         _print_error(f"no space left on {where}; free some space and rerun: earlier results "
                      "are kept")
         sys.exit(1)
+    finally:
+        warnings.showwarning = shown
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
