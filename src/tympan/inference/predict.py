@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tympan.audio import AUDIO_EXTENSIONS, file_problem, load_audio
 from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile
-from tympan.errors import AudioError, ModelOutputError
+from tympan.errors import AudioError, ConfigError, ModelOutputError
 from tympan.features import LogMel
 from tympan.models.modelfile import LoadedModel, ModelMetadata
 from tympan.windows import clip_mean, clip_patches
@@ -37,10 +37,21 @@ Item = str | Path | np.ndarray | Tensor
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` picks CUDA when available, else CPU."""
+    """``None`` picks CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: not a torch device name, or CUDA asked for where it is absent.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r}: not a torch device; use cpu, cuda, cuda:1 "
+                          "or mps") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return parsed
 
 
 def _model_device(model: nn.Module) -> torch.device:
