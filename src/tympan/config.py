@@ -123,7 +123,8 @@ def _coerce(hint: Any, value: Any) -> Any:
 
 
 #: Training precisions (Lightning's names); ``auto`` is mixed on a GPU, 32-bit on a CPU.
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+              "32", "16", "bf16", "64")
 
 
 @dataclass(frozen=True)
@@ -352,8 +353,8 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"num_workers (--workers) must be >= 0 (0 = load in this "
                              f"process), got {self.num_workers}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
-                             f"got {self.precision!r}")
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS[:4])} (or "
+                             f"another Lightning precision), got {self.precision!r}")
 
     @property
     def spec_augment(self) -> bool:

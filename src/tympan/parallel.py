@@ -10,7 +10,9 @@ stay idle. Elsewhere (macOS, Windows) the platform default is used.
 Workers die with their parent: a ``kill -9`` of the parent leaves no orphan
 writing files and then waiting forever. On Linux the kernel sends each worker
 SIGTERM when the parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere a
-watchdog thread in each worker exits when its parent process changes.
+watchdog thread in each worker exits when its parent process changes. (The
+kernel's signal follows the *thread* that started a worker: start a pool from
+a thread that outlives it, as every caller here does from the main thread.)
 """
 
 from __future__ import annotations
