@@ -185,3 +185,41 @@ def running_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+# -- a full disk (tests/test_fileio.py, test_cli.py, test_cache.py …) ---------------------------
+
+
+class SmallDisk:
+    """A 2 MiB tmpfs mounted at ``root``; :meth:`fill` then uses up every free byte."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def fill(self) -> None:
+        """Write a ballast file until the file system refuses with ENOSPC."""
+        import errno
+
+        with open(self.root / "ballast", "wb", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 2 MiB tmpfs of its own (root on Linux; skipped with the reason elsewhere)."""
+    import subprocess
+
+    root = tmp_path / "disk"
+    root.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(root)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip() or 'not root'})")
+    try:
+        yield SmallDisk(root)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)

@@ -224,3 +224,43 @@ def test_split_windows_hop_padding_and_short_clips():
     np.testing.assert_allclose(window_starts_seconds(3, 4000, 16000), [0, 0.25, 0.5])
     with pytest.raises(ValueError):
         split_windows(x, 0, 1)
+
+
+def test_links_and_permissions_are_named_not_called_missing(tmp_path, monkeypatch):
+    import builtins
+
+    import tympan.audio
+
+    loop = tmp_path / "loop.wav"
+    loop.symlink_to(loop.name)
+    dangling = tmp_path / "gone.wav"
+    dangling.symlink_to("nowhere.wav")
+    with pytest.raises(AudioError, match="symlink loop"):
+        load_audio(loop)
+    with pytest.raises(AudioError, match="broken symlink"):
+        probe(dangling)
+    locked = synth.write(tmp_path / "locked.wav", synth.tone(440, 0.2, 8000), 8000)
+    real_open = builtins.open
+
+    def no_read(path, *args, **kwargs):  # chmod 000 as a user (root reads anything)
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(tympan.audio, "open", no_read, raising=False)
+    with pytest.raises(AudioError, match="permission denied") as caught:
+        load_audio(locked)
+    assert str(locked) in str(caught.value)
+
+
+def test_random_bytes_named_mp3_are_not_decodable_and_silent(tmp_path, capfd):
+    fake = tmp_path / "song.mp3"
+    fake.write_bytes(np.random.default_rng(0).bytes(20000))
+    for decode in (probe, load_audio):
+        with pytest.raises(AudioError) as caught:
+            decode(fake)
+        assert "not decodable audio" in str(caught.value) or "not an audio file" in str(
+            caught.value)
+        assert "does not exist" not in str(caught.value)
+    captured = capfd.readouterr()
+    assert "Note:" not in captured.err and "MPEG" not in captured.err

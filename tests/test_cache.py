@@ -188,3 +188,32 @@ def test_clear_empties_the_cache(tone_dataset, tmp_path):
     cache.clear()
     _get(cache, m, extract)
     assert extract.calls == 12
+
+
+def test_a_store_being_filled_by_another_process_is_waited_for_not_duplicated(
+        tone_dataset, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from tympan.data.cache import CacheBusyWarning, _Store
+
+    cache = FeatureCache(tmp_path / "cache")
+    store_dir = _Store(cache.root, log_mel_extractor_id(SEED_FEATURES)).dir
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tympan.locking import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
+         str(store_dir)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    release = threading.Timer(1.0, lambda: os.kill(holder.pid, signal.SIGKILL))
+    release.start()
+    try:
+        with pytest.warns(CacheBusyWarning, match=f"process {holder.pid} is filling"):
+            features = cache.get(discover(tone_dataset), SEED_FEATURES, workers=1,
+                                 progress=False)
+    finally:
+        release.cancel()
+        holder.kill()
+        holder.wait()
+    assert len(features) == 6

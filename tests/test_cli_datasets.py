@@ -142,3 +142,11 @@ def test_info_names_groups_straddling_folds_and_strict_fails(tmp_path):
     fixed.write_text(table.read_text().replace("b2.wav,dog,2,rec-b", "b2.wav,dog,2,rec-e"))
     code, output = run("datasets", "info", str(fixed), "--strict")
     assert code == 0 and "more than one predefined fold" not in output
+
+
+def test_info_says_symlink_loop_not_no_such_file(tone_dataset):
+    loop = tone_dataset / "low" / "loop.wav"
+    loop.symlink_to(loop.name)
+    code, output = run("datasets", "info", str(tone_dataset), "--workers", "1")
+    assert code == 0
+    assert "loop.wav: symlink loop" in output and "no such file" not in output

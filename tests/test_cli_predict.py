@@ -358,3 +358,32 @@ def test_predict_without_files_is_a_clear_error(tiny_model_file: Path) -> None:
     result = runner.invoke(app, ["predict", str(tiny_model_file)])
     assert result.exit_code == 2
     assert "give the audio files" in result.output
+
+
+def test_symlink_loops_are_reported_not_crashed_on_or_omitted(
+        tiny_model_file: Path, clips: dict[Path, str], tmp_path: Path) -> None:
+    loop = tmp_path / "loop.wav"
+    loop.symlink_to(loop.name)
+    inner = tmp_path / "in" / "inner-loop.wav"
+    inner.symlink_to(inner.name)
+    result = runner.invoke(app, ["predict", str(tiny_model_file), str(loop), str(tmp_path / "in"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    document = _json(result.stdout)
+    skipped = {Path(s["path"]): s["reason"] for s in document["skipped"]}
+    assert skipped.keys() == {loop, inner}
+    assert all(reason.startswith("symlink loop") for reason in skipped.values())
+    assert len(document["predictions"]) == len(clips)
+    assert "inner-loop.wav: symlink loop" in " ".join(result.stderr.split())
+
+
+def test_evaluate_after_a_kill_suggests_only_what_evaluate_has(
+        trained_model_file: Path, labelled: Path, tmp_path: Path) -> None:
+    from tympan.workflows.runfolder import RunFolderError, work_dir_for
+
+    work_dir_for(tmp_path, "report").mkdir()  # what a killed `evaluate -o report` leaves
+    result = runner.invoke(app, ["evaluate", str(trained_model_file), str(labelled),
+                                 "-o", str(tmp_path / "report")])
+    assert isinstance(result.exception, RunFolderError)
+    assert "--overwrite" in str(result.exception) and "--resume" not in str(result.exception)

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from tympan.config import EFFICIENTAT_FEATURES, SEED_FEATURES, AudioConfig, FeatureConfig
+from tympan.config import (
+    EFFICIENTAT_FEATURES,
+    SEED_FEATURES,
+    AudioConfig,
+    FeatureConfig,
+    TrainConfig,
+)
 
 
 @pytest.mark.parametrize("config", [SEED_FEATURES, EFFICIENTAT_FEATURES, AudioConfig()])
@@ -86,3 +92,11 @@ def test_config_files_fail_with_the_file_and_the_problem(tmp_path):
     (tmp_path / "nested.json").write_text('{"features": {"n_mels": "many"}}')
     with pytest.raises(ConfigError, match="nested.json"):
         TrainConfig.load(tmp_path / "nested.json")
+
+
+def test_workers_and_precision_are_checked_where_they_are_set() -> None:
+    with pytest.raises(ValueError, match="num_workers .* must be >= 0"):
+        TrainConfig(num_workers=-1)
+    with pytest.raises(ValueError, match="precision must be one of auto, 32-true"):
+        TrainConfig(precision="bogus")
+    assert TrainConfig(precision="bf16-true", num_workers=0).precision == "bf16-true"

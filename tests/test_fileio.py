@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import SmallDisk
 
+from tympan.errors import NoSpaceError
 from tympan.fileio import atomic_path, atomic_write_text, sha256_file
 
 
@@ -45,3 +47,15 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path: Path) -> None:
         assert target.stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+def test_a_full_disk_is_one_error_naming_the_folder_and_keeps_the_old_file(
+        small_disk: SmallDisk) -> None:
+    target = small_disk.root / "results.json"
+    atomic_write_text(target, "earlier results")
+    small_disk.fill()
+    with pytest.raises(NoSpaceError, match=f"no space left on {small_disk.root}"):
+        atomic_write_text(target, "x" * 1_000_000)
+    assert target.read_text() == "earlier results"
+    assert not list(small_disk.root.glob(".*.tmp"))
+    assert NoSpaceError.exit_code == 1

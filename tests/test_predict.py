@@ -245,3 +245,15 @@ def test_evaluate_model_refuses_non_finite_output(tiny_model_file: Path, tmp_pat
     pattern = r"tiny.safetensors: non-finite model output.* 2 of 2 clip.*no accuracy"
     with pytest.raises(ModelOutputError, match=pattern):
         evaluate_model(predictor, manifest)
+
+
+def test_a_device_name_torch_does_not_know_is_a_config_error() -> None:
+    from tympan.errors import ConfigError
+    from tympan.inference.predict import resolve_device
+
+    with pytest.raises(ConfigError, match="'bogus': not a torch device"):
+        resolve_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"

@@ -237,3 +237,37 @@ def test_strict_refuses_groups_that_straddle_folds(tmp_path: Path,
     assert "Leakage warning" in report and "shared (folds 1, 2)" in report
     metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
     assert metrics["leakage"] == {"shared": [1, 2]}
+
+
+def test_policy_asking_for_sets_the_copies_lack_is_refused(sound_classes_dir: Path,
+                                                           tmp_path: Path) -> None:
+    from tympan.augment.offline import load_augmented_manifest, make_copies
+    from tympan.augment.presets import set_variants, tag_set
+    from tympan.errors import ConfigError
+
+    manifest = discover(sound_classes_dir)
+    make_copies(manifest, tmp_path / "aug", set_variants("PS1")[:1], workers=1, limit=2)
+    copies = load_augmented_manifest(tmp_path / "aug")
+    assert {tag_set(c.transform) for c in copies} == {"PS1"}
+    policy = {"tone": ["PS1"], "noise": ["TS", "PS1"], "click": ["none"]}
+    with pytest.raises(ConfigError, match=r"TS \(for noise\).*holds copies of PS1 only"):
+        run(manifest, FAST.replace(augment_policy=policy), runs_dir=tmp_path, name="p",
+            augmented=copies)
+    assert not (tmp_path / "p").exists() and not (tmp_path / ".p.partial").exists()
+
+
+def test_files_that_fail_the_full_decode_are_named_in_a_warning(sound_classes_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    import synth
+
+    from tympan.errors import SkippedFilesWarning
+
+    data = tmp_path / "data"
+    shutil.copytree(sound_classes_dir, data)
+    nan_file = synth.write_nan_wav(data / "tone" / "nan.wav", 16000, 0.75)
+    with pytest.warns(SkippedFilesWarning, match=r"1 file\(s\) that failed to decode.*nan\.wav"):
+        outcome = run(discover(data), FAST.replace(folds=0, epochs=1), runs_dir=tmp_path,
+                      name="n")
+    assert str(nan_file) in (outcome.run_dir / "skipped.csv").read_text()

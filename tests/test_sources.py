@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import synth
 
-from tympan.data.sources import discover, iter_audio_files, read_class_folders
+from tympan.data.sources import EmptyClassWarning, discover, iter_audio_files, read_class_folders
 from tympan.errors import DatasetError
 
 
@@ -219,3 +219,28 @@ def test_broken_esc50_metadata_is_a_clear_error(tmp_path: Path) -> None:
     (meta / "esc50.csv").write_text(header + "1-1-A-0.ogg,1,0,dog,False,1,A\n")
     with pytest.raises(DatasetError, match="lists no clips of ESC-10"):
         read_esc50(tmp_path, subset="esc10")
+
+
+def test_an_empty_class_folder_is_left_out_with_a_warning_naming_it(tone_dataset):
+    (tone_dataset / "silence").mkdir()
+    (tone_dataset / "silence" / "notes.txt").write_text("no audio here")
+    with pytest.warns(EmptyClassWarning, match="silence.*no audio files"):
+        manifest = discover(tone_dataset)
+    assert manifest.classes == ["high", "low"]
+
+
+def test_a_symlink_loop_in_a_class_folder_is_a_bad_file_saying_so(tone_dataset):
+    loop = tone_dataset / "low" / "loop.wav"
+    loop.symlink_to(loop.name)
+    manifest = discover(tone_dataset)
+    assert [(b.path, b.reason) for b in manifest.bad_files] == [
+        (loop, "symlink loop (the link resolves to itself)")]
+
+
+def test_a_csv_row_naming_a_symlink_loop_is_a_bad_file(tone_dataset):
+    loop = tone_dataset / "low" / "loop.wav"
+    loop.symlink_to(loop.name)
+    csv_path = tone_dataset / "list.csv"
+    csv_path.write_text("path,label\nlow/0.wav,low\nlow/loop.wav,low\nhigh/0.wav,high\n")
+    manifest = discover(csv_path)
+    assert len(manifest) == 2 and "symlink loop" in manifest.bad_files[0].reason

@@ -134,3 +134,14 @@ def test_real_esc50_metadata_has_four_straddling_sources() -> None:
     splits = make_splits(manifest)
     assert fold_names(manifest, splits) == ["1", "2", "3", "4", "5"]
     assert sorted(np.concatenate([t for _, t in splits]).tolist()) == list(range(2000))
+
+
+@pytest.mark.parametrize("n_folds", [None, 1, 2, 5])
+def test_a_single_predefined_fold_says_what_works_instead(n_folds: int | None) -> None:
+    manifest = _manifest(["a", "a", "b", "b"], folds=[1, 1, 1, 1])
+    with pytest.raises(DatasetError) as caught:
+        make_splits(manifest, n_folds)
+    message = str(caught.value)
+    assert "every clip is in fold 1" in message
+    assert "--folds 1" not in message  # advice that then fails again
+    assert "drop the fold column" in message and "--no-cv" in message

@@ -6,7 +6,13 @@ names the file and the cause; an all-silent clip is a warning, not an error.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import stat
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,16 +53,73 @@ def _describe(exc: Exception) -> str:
     lowered = text.lower()
     if "format not recognised" in lowered or "unknown format" in lowered:
         return "not an audio file (libsndfile does not recognise the format)"
+    if "does not exist or is not a regular file" in lowered or not text:
+        # libsndfile's words when a decoder (e.g. MP3) rejects an existing, readable file
+        return "not decodable audio (libsndfile cannot decode its content)"
     return f"corrupt or unreadable audio ({text})"
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file (symlink loop, permission …), or None if it can.
+
+    Checks the file system only (no decoding); the reason is one short phrase.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (the link resolves to itself)"
+        if exc.errno == errno.EACCES:
+            return "permission denied (cannot open a folder on its path)"
+        if path.is_symlink():
+            return f"broken symlink (points to {os.readlink(path)}, which does not exist)"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file"
+        return f"cannot read the file ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a folder, not an audio file"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    if info.st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        return "permission denied (the file is not readable: check its permissions)"
+    except OSError as exc:
+        return f"cannot read the file ({exc.strerror or exc})"
+    return None
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioError(path, "no such file")
-    if path.is_dir():
-        raise AudioError(path, "is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+    problem = file_problem(path)
+    if problem is not None:
+        raise AudioError(path, problem)
+
+
+@contextlib.contextmanager
+def _quiet_decoder(path: Path) -> Iterator[None]:
+    """Silence what a C decoder prints on the process's stderr (libmpg123's "Note: Illegal
+    Audio-MPEG-Header …" on a broken MP3): the failure is reported as an AudioError instead."""
+    if path.suffix.lower() != ".mp3":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def probe(path: str | Path, *, min_duration_seconds: float = 0.0) -> AudioInfo:
@@ -69,7 +132,8 @@ def probe(path: str | Path, *, min_duration_seconds: float = 0.0) -> AudioInfo:
     path = Path(path)
     _check_file(path)
     try:
-        info = sf.info(str(path))
+        with _quiet_decoder(path):
+            info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises several types for bad input
         raise AudioError(path, _describe(exc)) from exc
     if info.samplerate <= 0 or info.channels <= 0:
@@ -145,7 +209,8 @@ def read_audio(
     path = Path(path)
     _check_file(path)
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with _quiet_decoder(path):
+            samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types for bad input
         raise AudioError(path, _describe(exc)) from exc
     if rate <= 0:

@@ -122,6 +122,11 @@ def _coerce(hint: Any, value: Any) -> Any:
     return value
 
 
+#: Training precisions (Lightning's names); ``auto`` is mixed on a GPU, 32-bit on a CPU.
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true",
+              "32", "16", "bf16", "64")
+
+
 @dataclass(frozen=True)
 class FeatureConfig(JsonConfig):
     """The log-mel front end: decode rate, STFT, mel filterbank, log and patching.
@@ -344,6 +349,12 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"max_train_batches must be >= 1, got {self.max_train_batches}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers (--workers) must be >= 0 (0 = load in this "
+                             f"process), got {self.num_workers}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS[:4])} (or "
+                             f"another Lightning precision), got {self.precision!r}")
 
     @property
     def spec_augment(self) -> bool:
@@ -357,6 +368,7 @@ __all__ = [
     "EFFICIENTAT_FEATURES",
     "FeatureConfig",
     "JsonConfig",
+    "PRECISIONS",
     "SEED_FEATURES",
     "TrainConfig",
     "field",

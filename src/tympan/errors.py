@@ -6,7 +6,13 @@ from pathlib import Path
 
 
 class TympanError(Exception):
-    """Base class of every error tympan raises on purpose."""
+    """Base class of every error tympan raises on purpose.
+
+    ``exit_code`` is the command line's exit status for it: 2 for input or
+    options to change, 1 for a failure while working (disk full, folder in use).
+    """
+
+    exit_code = 2
 
 
 class AudioError(TympanError):
@@ -39,8 +45,19 @@ class DivergedError(TympanError):
     """Training produced a non-finite loss or model output (the message says where)."""
 
 
+class NoSpaceError(TympanError):
+    """A write ran out of disk space (or quota); earlier results are left as they were."""
+
+    exit_code = 1
+
+
 class SilentAudioWarning(UserWarning):
     """A clip decoded fine but every sample is (near) zero."""
+
+
+class SkippedFilesWarning(UserWarning):
+    """Files that passed the header check failed the full decode (e.g. NaN samples) and are
+    left out; the message names them and why."""
 
 
 class ModelFileWarning(UserWarning):

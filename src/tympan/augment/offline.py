@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import time
@@ -32,7 +33,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -41,6 +42,7 @@ from tympan.augment.presets import Variant, stable_seed
 from tympan.data.manifest import BadFile, Clip, Manifest
 from tympan.errors import AudioError, DatasetError
 from tympan.fileio import atomic_path, atomic_write_text, sha256_file
+from tympan.locking import folder_lock
 from tympan.parallel import process_pool
 
 MANIFEST_NAME = "manifest.csv"
@@ -48,6 +50,8 @@ SETTINGS_NAME = "augment.json"
 MANIFEST_COLUMNS = ("path", "label", "fold", "group", "source", "transform")
 FORMATS = ("auto", "flac", "wav")
 PEAK_LIMIT = 0.999
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -298,8 +302,10 @@ def _write_audio(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     if peak > PEAK_LIMIT:
         samples = samples * np.float32(PEAK_LIMIT / peak)
     fmt = "WAV" if path.suffix == ".wav" else "FLAC"
+    encoded = io.BytesIO()  # encode in memory: a full disk is then ENOSPC, not "System error."
+    sf.write(encoded, samples, sample_rate, format=fmt, subtype="PCM_16")
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), samples, sample_rate, format=fmt, subtype="PCM_16")
+        tmp.write_bytes(encoded.getvalue())
 
 
 def _copy_clip(source: Path, sample_rate: int | None,
@@ -384,6 +390,19 @@ def _check_settings(out_dir: Path, settings: dict[str, Any], overwrite: bool) ->
         )
 
 
+def _holding_out_dir_lock(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func(manifest, out_dir, ...)`` holding ``out_dir``'s lock (see tympan.locking)."""
+
+    @functools.wraps(func)
+    def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+        out_dir = Path(kwargs["out_dir"] if "out_dir" in kwargs else args[1])  # type: ignore[arg-type]
+        with folder_lock(out_dir, "augmented copies folder"):
+            return func(*args, **kwargs)
+
+    return locked
+
+
+@_holding_out_dir_lock
 def make_copies(
     manifest: Manifest,
     out_dir: str | Path,
@@ -409,6 +428,7 @@ def make_copies(
     Raises:
         DatasetError: see :func:`plan_copies`; an output folder made with other
             settings or holding other files (unless ``overwrite``).
+        LockedError: another live process is writing into ``out_dir``.
         ValueError: no variants, ``workers`` < 1.
     """
     if not variants:

@@ -27,7 +27,8 @@ def augment(
         help="For BG without --background: mix clips of these classes, same predefined "
              "fold only (the dataset needs folds)."),
     subset: str = typer.Option(None, "--subset", help="ESC-50 subset (esc10)."),
-    workers: int = typer.Option(2, "--workers", "-j", help="Processes (one clip each at a time)."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1,
+                                help="Processes (one clip each at a time)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random parts (BG choice and SNR)."),
     audio_format: str = typer.Option("auto", "--format",
                                      help="auto (WAV for WAV sources, else FLAC), flac, wav."),

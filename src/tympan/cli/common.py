@@ -33,6 +33,36 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def check_device(device: str | None) -> str | None:
+    """``--device`` checked before any work: a name torch knows, on hardware this machine has.
+
+    Raises:
+        typer.BadParameter: not a torch device, or CUDA/MPS (or that GPU index) absent.
+    """
+    if device is None:
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise typer.BadParameter(f"--device {device}: not a torch device; use cpu, cuda, "
+                                 "cuda:1 or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"--device {device}: CUDA is not available on this machine "
+                                     f"(torch {torch.__version__}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise typer.BadParameter(f"--device {device}: this machine has "
+                                     f"{torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise typer.BadParameter(f"--device {device}: MPS is not available on this machine; "
+                                 "use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise typer.BadParameter(f"--device {device}: tympan runs on cpu, cuda or mps")
+    return device
+
+
 #: CLI option of each TrainConfig field it sets (for messages about options a recipe ignores)
 OPTION_OF = {
     "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from tympan.cli._app import app
-from tympan.cli.common import console, err_console, fail
+from tympan.cli.common import check_device, console, err_console, fail
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -62,7 +63,7 @@ def _load_model(path: Path, verify: bool) -> LoadedModel:
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # not below cwd; a symlink loop
         return str(path)
 
 
@@ -144,6 +145,7 @@ def predict(
     """
     if as_json and as_csv:
         fail("choose one of --json and --csv")
+    device = check_device(device)
     if audioset:
         _predict_audioset([model, *(paths or [])], top_k, as_json, weights)
         return
@@ -252,6 +254,21 @@ def evaluate(
     verify: Verify = True,
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
+    from tympan.workflows.runfolder import lock_run
+
+    device = check_device(device)
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            stack.enter_context(lock_run(output.parent, output.name, "evaluation folder"))
+        evaluation, manifest = _evaluate(model, data, subset, output, overwrite, batch_size,
+                                         device, verify)
+    _print_evaluation(model, manifest, evaluation, as_json, output)
+
+
+def _evaluate(model: Path, data: Path, subset: str | None, output: Path | None,
+              overwrite: bool, batch_size: int, device: str | None, verify: bool,
+              ) -> tuple[Any, Any]:
+    """``evaluate``'s work: score ``model`` on ``data``, writing ``output`` if given."""
     from tympan.data.sources import discover
     from tympan.errors import ModelOutputError
     from tympan.inference.predict import Predictor
@@ -262,7 +279,7 @@ def evaluate(
     work_dir = None
     if output is not None:
         # Claim the folder before the slow part, so a taken name fails fast.
-        work_dir = prepare_run_dir(output.parent, output.name, overwrite)
+        work_dir = prepare_run_dir(output.parent, output.name, overwrite, resumable=False)
     try:
         loaded = _load_model(model, verify)
         manifest = discover(data, subset=subset)
@@ -281,7 +298,11 @@ def evaluate(
 
             shutil.rmtree(work_dir)
         raise
+    return evaluation, manifest
 
+
+def _print_evaluation(model: Path, manifest: Any, evaluation: Any, as_json: bool,
+                      output: Path | None) -> None:
     summary = evaluation.summary()
     if as_json:
         sys.stdout.write(json.dumps({**summary, "per_class": evaluation.per_class()}, indent=2,

@@ -39,6 +39,7 @@ from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile, Manifest
 from tympan.errors import AudioError, SilentAudioWarning
 from tympan.fileio import atomic_path, atomic_write_text, sha256_file
+from tympan.locking import folder_lock
 from tympan.progress import clips_progress
 
 Extract = Callable[[np.ndarray], np.ndarray]
@@ -206,6 +207,28 @@ class _Store:
                     shard.unlink(missing_ok=True)
 
 
+def _missing(store: _Store, clips: Sequence[Any], hashes: Sequence[str]) -> dict[str, Path]:
+    """Content hash → path of the clips whose features the store lacks."""
+    entries, known_bad = store.read_index()
+    todo: dict[str, Path] = {}
+    for clip, h in zip(clips, hashes, strict=True):
+        if h not in entries and h not in known_bad and h not in todo:
+            todo[h] = clip.path
+    return todo
+
+
+def _say_waiting(folder: Path) -> Callable[[int | None], None]:
+    def say(pid: int | None) -> None:
+        who = f"process {pid}" if pid is not None else "another process"
+        warnings.warn(f"{folder}: {who} is filling this feature cache; waiting for it "
+                      "(its features are then reused)", CacheBusyWarning, stacklevel=2)
+    return say
+
+
+class CacheBusyWarning(UserWarning):
+    """Another process is computing the same features; this one waits for it."""
+
+
 def _is_young(path: Path, seconds: float = 600.0) -> bool:
     """Written in the last ``seconds``: may belong to a concurrent run, so keep it."""
     with contextlib.suppress(OSError):
@@ -353,15 +376,14 @@ class FeatureCache:
                 bad_files.append(BadFile(clip.path, f"cannot read file ({exc.strerror or exc})"))
         self._hashes.save()
 
-        entries, known_bad = store.read_index()
-        todo: dict[str, Path] = {}
-        for clip, h in zip(good_clips, hashes, strict=True):
-            if h not in entries and h not in known_bad and h not in todo:
-                todo[h] = clip.path
-        self._compute(store, todo, extract, batch, sample_rate, workers=workers,
-                      progress=progress, min_duration_seconds=min_duration_seconds,
-                      batch_size=batch_size, flush_every=flush_every,
-                      label=f"features {manifest.name}")
+        if _missing(store, good_clips, hashes):
+            # one process fills a store at a time; a second waits, then reads its results
+            with folder_lock(store.dir, "feature cache", on_wait=_say_waiting(store.dir)):
+                self._compute(store, _missing(store, good_clips, hashes), extract, batch,
+                              sample_rate, workers=workers, progress=progress,
+                              min_duration_seconds=min_duration_seconds,
+                              batch_size=batch_size, flush_every=flush_every,
+                              label=f"features {manifest.name}")
 
         store.compact(hashes)
         entries, known_bad = store.read_index()

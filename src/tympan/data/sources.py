@@ -23,6 +23,10 @@ from tympan.errors import AudioError, DatasetError
 ESC50_CSV = Path("meta") / "esc50.csv"
 
 
+class EmptyClassWarning(UserWarning):
+    """A class folder holds no audio files, so its class is left out of the dataset."""
+
+
 def is_audio_name(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS
 
@@ -94,7 +98,9 @@ def read_class_folders(root: str | Path) -> Manifest:
     """The seed's layout: ``root/<class>/*.<ext>``; the folder name is the label.
 
     Files directly in ``root`` and folders nested inside class folders are
-    ignored with a warning naming them (they have no unambiguous label).
+    ignored with a warning naming them (they have no unambiguous label); a
+    class folder without audio files is left out with an
+    :class:`EmptyClassWarning` naming it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -104,11 +110,16 @@ def read_class_folders(root: str | Path) -> Manifest:
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         if class_dir.name.startswith("."):
             continue
+        found = 0
         for item in sorted(class_dir.iterdir()):
             if item.is_dir():
                 ignored.append(item)
             elif is_audio_name(item):
                 clips.append(Clip(item, class_dir.name))
+                found += 1
+        if not found:
+            warnings.warn(f"{class_dir}: class folder holds no audio files; class "
+                          f"{class_dir.name!r} is left out", EmptyClassWarning, stacklevel=2)
     loose = [p for p in root.iterdir() if p.is_file() and is_audio_name(p)]
     if ignored or loose:
         names = ", ".join(str(p) for p in sorted(ignored + loose)[:5])
@@ -212,7 +223,10 @@ def read_csv(csv_path: str | Path) -> Manifest:
             if not clip_path.is_absolute():
                 clip_path = csv_path.parent / clip_path
             clip_path = Path(os.path.normpath(clip_path))
-            key = clip_path.resolve()  # also catches two names for one file through symlinks
+            try:
+                key = clip_path.resolve()  # also catches two names for one file through symlinks
+            except (RuntimeError, OSError):  # a symlink loop: probing reports it as a bad file
+                key = clip_path
             if key in seen:
                 line, first, first_label = seen[key]
                 if first_label != label:

@@ -45,14 +45,16 @@ def make_splits(
     """
     if manifest.has_folds:
         folds = sorted({int(c.fold) for c in manifest.clips})  # type: ignore[arg-type]
+        if len(folds) < 2:
+            raise DatasetError(
+                f"{manifest.name}: every clip is in fold {folds[0]}; cross-validation needs at "
+                "least 2 folds: give the data at least 2 folds, drop the fold column (tympan "
+                "then makes grouped stratified folds), or train without CV (--no-cv)")
         if n_folds is not None and n_folds != len(folds):
             raise DatasetError(
                 f"{manifest.name}: the dataset defines {len(folds)} folds "
                 f"({', '.join(map(str, folds))}); use --folds {len(folds)} (or leave it out)"
             )
-        if len(folds) < 2:
-            raise DatasetError(f"{manifest.name}: every clip is in fold {folds[0]}; "
-                               "cross-validation needs at least 2 folds")
         per_class: dict[str, set[int]] = {}
         for clip in manifest.clips:
             per_class.setdefault(clip.label, set()).add(int(clip.fold))  # type: ignore[arg-type]

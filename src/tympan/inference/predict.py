@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tympan.audio import AUDIO_EXTENSIONS, load_audio
+from tympan.audio import AUDIO_EXTENSIONS, file_problem, load_audio
 from tympan.config import FeatureConfig
 from tympan.data.manifest import BadFile
-from tympan.errors import AudioError, ModelOutputError
+from tympan.errors import AudioError, ConfigError, ModelOutputError
 from tympan.features import LogMel
 from tympan.models.modelfile import LoadedModel, ModelMetadata
 from tympan.windows import clip_mean, clip_patches
@@ -37,10 +37,21 @@ Item = str | Path | np.ndarray | Tensor
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` picks CUDA when available, else CPU."""
+    """``None`` picks CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: not a torch device name, or CUDA asked for where it is absent.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r}: not a torch device; use cpu, cuda, cuda:1 "
+                          "or mps") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    return parsed
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -281,7 +292,8 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     """Expand files and folders (recursively, audio extensions only) into a file list.
 
     A file named explicitly is kept whatever its extension (decoding decides);
-    a missing path or a folder without audio comes back as a :class:`BadFile`.
+    a missing path, a symlink loop or a folder without audio comes back as a
+    :class:`BadFile`, as does an audio-named link inside a folder that leads nowhere.
     """
     files: list[Path] = []
     bad: list[BadFile] = []
@@ -289,17 +301,26 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
+            found, broken = [], []
+            for p in sorted(path.rglob("*")):
+                if (p.suffix.lower() not in AUDIO_EXTENSIONS
+                        or any(part.startswith(".") for part in p.relative_to(path).parts)):
+                    continue
+                if p.is_file():
+                    found.append(p)
+                elif p.is_symlink():  # a loop or a dangling link: say so, do not omit it
+                    broken.append(BadFile(p, file_problem(p) or "unreadable link"))
+            bad += broken
+            if not found and not broken:
                 bad.append(BadFile(path, "folder holds no audio files "
                                          f"({', '.join(sorted(AUDIO_EXTENSIONS))})"))
             candidates = found
         elif path.exists():
             candidates = [path]
         else:
-            bad.append(BadFile(path, "no such file or folder"))
+            problem = file_problem(path)
+            bad.append(BadFile(path, "no such file or folder" if problem == "no such file"
+                               else problem or "no such file or folder"))
             candidates = []
         for candidate in candidates:
             key = candidate.resolve()

@@ -12,6 +12,7 @@ another recipe or other data.
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 from tympan.config import TrainConfig
 from tympan.data.manifest import Manifest
 from tympan.data.splits import describe_straddling, make_splits
-from tympan.errors import ConfigError, DatasetError, DivergedError
+from tympan.errors import ConfigError, DatasetError, DivergedError, SkippedFilesWarning
 from tympan.workflows.crossval import check_state, cross_validate, run_state
 from tympan.workflows.prepared import PreparedData, with_copies
 from tympan.workflows.recipes import Fitted, Recipe, create_recipe
@@ -55,7 +56,8 @@ def check_policy(policy: Mapping[str, Sequence[str]] | None, manifest: Manifest,
     """An augmentation policy must name the data's classes and come with copies.
 
     Raises:
-        ConfigError: a policy without copies, or naming classes the data lacks.
+        ConfigError: a policy without copies, naming classes the data lacks, or asking
+            for sets the copies folder does not hold (the policy would do nothing there).
     """
     if policy is None:
         return
@@ -66,6 +68,21 @@ def check_policy(policy: Mapping[str, Sequence[str]] | None, manifest: Manifest,
     if unknown:
         raise ConfigError(f"the augmentation policy names class(es) {', '.join(unknown)} that "
                           f"{manifest.name} does not have (classes: {', '.join(manifest.classes)})")
+    from tympan.augment.presets import expand_sets, tag_set
+
+    held = {tag_set(clip.transform) for clip in augmented.clips}
+    lacking: dict[str, list[str]] = {}
+    for label, sets in policy.items():
+        for name in expand_sets(sets):
+            if name != "none" and name not in held:
+                lacking.setdefault(name, []).append(label)
+    if lacking:
+        asked = "; ".join(f"{name} (for {', '.join(sorted(labels))})"
+                          for name, labels in sorted(lacking.items()))
+        raise ConfigError(
+            f"the augmentation policy asks for set(s) {asked} but {augmented.root or 'the copies'} "
+            f"holds copies of {', '.join(sorted(held)) or 'no set'} only; make them with "
+            f"`tympan augment --preset {','.join(sorted(lacking))}` or drop them from the policy")
 
 
 def prepare_data(recipe: Recipe, manifest: Manifest, *, augmented: Manifest | None = None,
@@ -89,6 +106,17 @@ def prepare_data(recipe: Recipe, manifest: Manifest, *, augmented: Manifest | No
                            f"{manifest.root or manifest.name}; make copies of this dataset "
                            "with `tympan augment`")
     return data
+
+
+def _warn_undecodable(before: Manifest, after: Manifest) -> None:
+    """Say which files the full decode dropped (the header check passed them): one warning."""
+    known = {b.path for b in before.bad_files}
+    dropped = [b for b in after.bad_files if b.path not in known]
+    if dropped:
+        listed = "; ".join(str(b) for b in dropped[:5]) + (
+            f" (+{len(dropped) - 5} more)" if len(dropped) > 5 else "")
+        warnings.warn(f"skipping {len(dropped)} file(s) that failed to decode: {listed}; the "
+                      "run folder lists them (skipped.csv)", SkippedFilesWarning, stacklevel=3)
 
 
 def fit_all(recipe: Recipe, data: PreparedData, *, cv: CVResult | None = None,
@@ -146,19 +174,35 @@ def run(
         ConfigError: an option the recipe does not use; a policy without copies.
         RunFolderError: the name is taken (without ``overwrite``) or an
             unfinished run exists (without ``resume`` or ``overwrite``).
+        LockedError: another live process works on run ``name``.
         DatasetError: see :func:`tympan.data.splits.make_splits`; with ``strict``,
             bad files or straddling groups.
         TympanError: ``resume`` with another recipe or other data.
     """
-    from tympan.workflows import report
-    from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
+    from tympan.workflows.runfolder import lock_run
 
     recipe = create_recipe(config)
     check_policy(config.augment_policy, manifest, augmented)
+    with lock_run(runs_dir, name):
+        return _run_locked(recipe, config, manifest, runs_dir=runs_dir, name=name, final=final,
+                           overwrite=overwrite, resume=resume, augmented=augmented, cache=cache,
+                           strict=strict, progress=progress, only_folds=only_folds,
+                           callbacks=callbacks)
+
+
+def _run_locked(recipe: Recipe, config: TrainConfig, manifest: Manifest, *,
+                runs_dir: str | Path, name: str, final: bool, overwrite: bool, resume: bool,
+                augmented: Manifest | None, cache: Any, strict: bool, progress: bool,
+                only_folds: Sequence[str] | None, callbacks: Sequence[Callback]) -> RunOutcome:
+    """:func:`run`'s work, while this process holds the run's lock."""
+    from tympan.workflows import report
+    from tympan.workflows.runfolder import finalize_run_dir, prepare_run_dir
+
     work = prepare_run_dir(runs_dir, name, overwrite, resume=resume)
     try:
         data = prepare_data(recipe, manifest, augmented=augmented, cache=cache,
                             progress=progress)
+        _warn_undecodable(manifest, data.manifest)
         check_state(work, run_state(recipe, data))
         refuse_bad_files(data.manifest, strict)
         if config.folds != 0:
