@@ -79,7 +79,7 @@ def augment(
                               "to make the rest")
             raise typer.Exit(130) from None
         except (TympanError, ValueError) as exc:
-            fail(str(exc))
+            fail(str(exc), getattr(exc, "exit_code", 2))
     for bad in report.failed:
         err_console.print(f"[yellow]failed[/] {bad}", highlight=False)
     console.print(
