@@ -29,7 +29,8 @@ from pathlib import Path
 from esc50 import default_data
 from provenance import cpu_model, git_commit
 
-from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
+from tympan.augment.offline import load_augmented_manifest, make_copies
+from tympan.augment.plan import build_variants
 from tympan.augment.presets import expand_sets
 from tympan.config import TrainConfig
 from tympan.data.sources import discover

@@ -10,7 +10,8 @@ import pytest
 import synth
 from conftest import tiny_features
 
-from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
+from tympan.augment.offline import load_augmented_manifest, make_copies
+from tympan.augment.plan import build_variants
 from tympan.augment.policy import load_policy
 from tympan.config import TrainConfig
 from tympan.data.sources import discover

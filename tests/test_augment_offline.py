@@ -16,14 +16,8 @@ import soundfile as sf
 import synth
 
 from tympan.augment import offline
-from tympan.augment.offline import (
-    background_pool,
-    build_variants,
-    load_augmented_manifest,
-    make_copies,
-    parse_values,
-    plan_copies,
-)
+from tympan.augment.offline import load_augmented_manifest, make_copies
+from tympan.augment.plan import background_pool, build_variants, parse_values, plan_copies
 from tympan.data.sources import discover
 from tympan.errors import DatasetError
 from tympan.fileio import sha256_file

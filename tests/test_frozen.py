@@ -85,7 +85,8 @@ def test_frozen_head_trains_on_the_copies_of_training_clips_only() -> None:
 def test_copies_are_embedded_and_filtered_by_the_policy(
     sound_classes_dir: Path, mn04_weights: Path, tmp_path: Path,
 ) -> None:
-    from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
+    from tympan.augment.offline import load_augmented_manifest, make_copies
+    from tympan.augment.plan import build_variants
 
     manifest = discover(sound_classes_dir)
     make_copies(manifest, tmp_path / "aug", build_variants([1.1]), workers=1)
@@ -158,7 +159,8 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
                                    tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from tympan.augment.offline import build_variants, make_copies
+    from tympan.augment.offline import make_copies
+    from tympan.augment.plan import build_variants
     from tympan.cli import app
 
     make_copies(discover(sound_classes_dir), tmp_path / "aug", build_variants([0.9]),

@@ -207,7 +207,8 @@ def test_checks_fail_before_work_and_leave_no_unfinished_run(sound_classes_dir: 
 
 def test_policy_naming_an_unknown_class_is_refused(sound_classes_dir: Path,
                                                    tmp_path: Path) -> None:
-    from tympan.augment.offline import build_variants, load_augmented_manifest, make_copies
+    from tympan.augment.offline import load_augmented_manifest, make_copies
+    from tympan.augment.plan import build_variants
     from tympan.errors import ConfigError
 
     manifest = discover(sound_classes_dir)

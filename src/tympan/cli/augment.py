@@ -45,7 +45,8 @@ def augment(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from tympan.augment.offline import build_variants, make_copies, parse_values
+    from tympan.augment.offline import make_copies
+    from tympan.augment.plan import build_variants, parse_values
     from tympan.data.sources import discover
     from tympan.errors import TympanError
 
