@@ -197,10 +197,11 @@ def test_a_store_being_filled_by_another_process_is_waited_for_not_duplicated(
     import sys
     import threading
 
-    from tympan.data.cache import CacheBusyWarning, _Store
+    from tympan.data.cache import CacheBusyWarning
+    from tympan.data.cache_store import FeatureStore
 
     cache = FeatureCache(tmp_path / "cache")
-    store_dir = _Store(cache.root, log_mel_extractor_id(SEED_FEATURES)).dir
+    store_dir = FeatureStore(cache.root, log_mel_extractor_id(SEED_FEATURES)).dir
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom tympan.locking import folder_lock\n"
          "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",

@@ -19,33 +19,29 @@ entries span several shards is compacted into one contiguous shard.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import time
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tympan.config import FeatureConfig
+from tympan.data.cache_store import (
+    FeatureStore,
+    HashCache,
+)
 from tympan.data.manifest import BadFile, Manifest
 from tympan.errors import AudioError, SilentAudioWarning
-from tympan.fileio import atomic_path, atomic_write_text, sha256_file
 from tympan.locking import folder_lock
 from tympan.progress import clips_progress
 
 Extract = Callable[[np.ndarray], np.ndarray]
 BatchExtract = Callable[[list[np.ndarray]], list[np.ndarray]]
 
-_INDEX_VERSION = 1
 #: Below this many clips to decode, starting worker processes costs more than it saves.
 _MIN_CLIPS_FOR_POOL = 16
 
@@ -65,149 +61,7 @@ def log_mel_extractor_id(config: FeatureConfig) -> str:
     return "tympan.log_mel/v1:" + config.to_json(indent=None)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX), so two runs never interleave index updates."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no flock; atomic renames still keep files whole
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class _HashCache:
-    """sha256 of file contents, remembered by (resolved path, size, mtime_ns)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.table: dict[str, list[Any]] = {}
-        self.dirty = False
-        with contextlib.suppress(OSError, ValueError):
-            loaded = json.loads(path.read_text())
-            if isinstance(loaded, dict):
-                self.table = loaded
-
-    def sha256(self, file: Path) -> str:
-        """Content hash of ``file``; raises OSError if it cannot be read."""
-        stat = file.stat()
-        key = str(file.resolve())
-        known = self.table.get(key)
-        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-            return str(known[2])
-        digest = sha256_file(file)
-        self.table[key] = [stat.st_size, stat.st_mtime_ns, digest]
-        self.dirty = True
-        return digest
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        with _locked(self.path.with_suffix(".lock")):
-            merged: dict[str, list[Any]] = {}
-            with contextlib.suppress(OSError, ValueError):
-                merged = json.loads(self.path.read_text())
-            merged.update(self.table)
-            atomic_write_text(self.path, json.dumps(merged))
-        self.dirty = False
-
-
-@dataclass(frozen=True)
-class _Entry:
-    shard: str
-    offset: int
-    shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-
-class _Store:
-    """One extractor's entries: shards of float32 plus a JSON index (see module doc)."""
-
-    def __init__(self, root: Path, extractor_id: str) -> None:
-        key = hashlib.sha256(extractor_id.encode()).hexdigest()[:20]
-        self.dir = root / key
-        self.shards = self.dir / "shards"
-        self.index_path = self.dir / "index.json"
-        self.lock_path = self.dir / "lock"
-        self.extractor_id = extractor_id
-        self.shards.mkdir(parents=True, exist_ok=True)
-        meta = self.dir / "meta.json"
-        if not meta.exists():
-            atomic_write_text(meta, json.dumps({"extractor_id": extractor_id}, indent=2) + "\n")
-
-    def read_index(self) -> tuple[dict[str, _Entry], dict[str, str]]:
-        """(entries, bad) as on disk; a missing or unreadable index is an empty cache."""
-        try:
-            data = json.loads(self.index_path.read_text())
-        except (OSError, ValueError):
-            return {}, {}
-        if data.get("version") != _INDEX_VERSION:
-            return {}, {}
-        entries = {h: _Entry(e[0], int(e[1]), tuple(int(s) for s in e[2]))
-                   for h, e in data.get("entries", {}).items()}
-        live = {h: e for h, e in entries.items() if (self.shards / e.shard).is_file()}
-        return live, dict(data.get("bad", {}))
-
-    def _write_index(self, entries: dict[str, _Entry], bad: dict[str, str]) -> None:
-        data = {
-            "version": _INDEX_VERSION,
-            "extractor_id": self.extractor_id,
-            "entries": {h: [e.shard, e.offset, list(e.shape)] for h, e in entries.items()},
-            "bad": bad,
-        }
-        atomic_write_text(self.index_path, json.dumps(data))
-
-    def _write_shard(self, arrays: Sequence[np.ndarray]) -> tuple[str, list[int]]:
-        name = f"{uuid.uuid4().hex}.npy"
-        offsets = np.cumsum([0] + [a.size for a in arrays[:-1]]).tolist()
-        flat = np.concatenate([np.asarray(a, dtype=np.float32).ravel() for a in arrays])
-        with atomic_path(self.shards / name) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, flat)
-        return name, [int(o) for o in offsets]
-
-    def add(self, items: dict[str, np.ndarray], bad: dict[str, str]) -> None:
-        """Persist computed arrays (content hash → array) and bad-file reasons, atomically."""
-        written: dict[str, _Entry] = {}
-        if items:
-            hashes = list(items)
-            name, offsets = self._write_shard([items[h] for h in hashes])
-            written = {h: _Entry(name, off, tuple(items[h].shape))
-                       for h, off in zip(hashes, offsets, strict=True)}
-        with _locked(self.lock_path):
-            entries, known_bad = self.read_index()
-            entries.update(written)
-            known_bad.update(bad)
-            self._write_index(entries, known_bad)
-
-    def compact(self, hashes: Sequence[str]) -> None:
-        """Rewrite ``hashes``' entries into one contiguous shard if they span several."""
-        with _locked(self.lock_path):
-            entries, bad = self.read_index()
-            needed = [h for h in dict.fromkeys(hashes) if h in entries]
-            if len({entries[h].shard for h in needed}) > 1:
-                arrays = [_load_entry(self.shards, entries[h]) for h in needed]
-                name, offsets = self._write_shard(arrays)
-                for h, off in zip(needed, offsets, strict=True):
-                    entries[h] = _Entry(name, off, entries[h].shape)
-                self._write_index(entries, bad)
-            referenced = {e.shard for e in entries.values()}
-            for shard in self.shards.iterdir():
-                # unreferenced shards and temp files are leftovers of compaction or of
-                # killed runs; a young one may be a concurrent run's, about to be indexed
-                if shard.name not in referenced and not _is_young(shard):
-                    shard.unlink(missing_ok=True)
-
-
-def _missing(store: _Store, clips: Sequence[Any], hashes: Sequence[str]) -> dict[str, Path]:
+def _missing(store: FeatureStore, clips: Sequence[Any], hashes: Sequence[str]) -> dict[str, Path]:
     """Content hash → path of the clips whose features the store lacks."""
     entries, known_bad = store.read_index()
     todo: dict[str, Path] = {}
@@ -227,18 +81,6 @@ def _say_waiting(folder: Path) -> Callable[[int | None], None]:
 
 class CacheBusyWarning(UserWarning):
     """Another process is computing the same features; this one waits for it."""
-
-
-def _is_young(path: Path, seconds: float = 600.0) -> bool:
-    """Written in the last ``seconds``: may belong to a concurrent run, so keep it."""
-    with contextlib.suppress(OSError):
-        return time.time() - path.stat().st_mtime < seconds
-    return False
-
-
-def _load_entry(shards: Path, entry: _Entry) -> np.ndarray:
-    array = np.load(shards / entry.shard, mmap_mode="r")
-    return np.asarray(array[entry.offset:entry.offset + entry.size]).reshape(entry.shape)
 
 
 class CachedFeatures(Sequence[np.ndarray]):
@@ -311,7 +153,7 @@ class FeatureCache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else cache_root()
         self.root.mkdir(parents=True, exist_ok=True)
-        self._hashes = _HashCache(self.root / "hashes.json")
+        self._hashes = HashCache(self.root / "hashes.json")
 
     def get(self, manifest: Manifest, config: FeatureConfig, *, workers: int = 2,
             progress: bool = True, min_duration_seconds: float = 0.1,
@@ -366,7 +208,7 @@ class FeatureCache:
         an interrupted run loses at most that much work. Bad files are skipped
         and reported in the returned manifest's ``bad_files``; they never abort.
         """
-        store = _Store(self.root, extractor_id)
+        store = FeatureStore(self.root, extractor_id)
         good_clips, hashes, bad_files = [], [], list(manifest.bad_files)
         for clip in manifest.clips:
             try:
@@ -401,7 +243,7 @@ class FeatureCache:
         result = Manifest(clips, name=manifest.name, root=manifest.root, bad_files=bad_files)
         return CachedFeatures(result, arrays, extractor_id)
 
-    def _compute(self, store: _Store, todo: dict[str, Path], extract: Extract,
+    def _compute(self, store: FeatureStore, todo: dict[str, Path], extract: Extract,
                  batch: BatchExtract | None, sample_rate: int, *, workers: int, progress: bool,
                  min_duration_seconds: float, batch_size: int, flush_every: int,
                  label: str) -> None:
@@ -451,5 +293,5 @@ class FeatureCache:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
-        self._hashes = _HashCache(self.root / "hashes.json")
+        self._hashes = HashCache(self.root / "hashes.json")
 
