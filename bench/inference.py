@@ -39,11 +39,10 @@ YAMNET = "yamnet/yamnet_scores_only_int8.tflite"
 #: tympan variants: name → ExportOptions kwargs (None: PyTorch eager on the model file).
 VARIANTS: dict[str, dict[str, Any] | None] = {
     "torch-eager": None,
+    "onnx-stftop": {"stft": "onnx"},
     "onnx-exact": {},
     "onnx-1shift": {"time_shifts": 1},
-    "onnx-1patch": {"min_tail_frames": 2},
-    "onnx-1shift-1patch": {"time_shifts": 1, "min_tail_frames": 2},
-    "onnx-1shift-1patch-int8": {"time_shifts": 1, "min_tail_frames": 2, "quantize": True},
+    "onnx-1shift-int8": {"time_shifts": 1, "quantize": True},
 }
 
 
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score only this many clips of the fold (0: all; quick checks)")
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds (best kept)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--default-export", default="onnx-1shift-1patch",
+    parser.add_argument("--default-export", default="onnx-1shift",
                         help="the variant `tympan export` writes by default (reported)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench" / "inference")
     parser.add_argument("--out", type=Path, default=RESULTS / "inference.json")

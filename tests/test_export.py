@@ -147,19 +147,14 @@ def test_patch_count_equals_the_patches_windows_cuts(frames: int, patch: int, ho
     assert patch_count(frames, patch, hop) == len(patch_starts(frames, patch, hop))
 
 
-def test_min_tail_frames_drops_a_nearly_repeated_last_patch() -> None:
-    # a 5 s clip at the mn04 front end: 501 frames, 500-frame patches every 250
-    assert patch_count(501, 500, 250) == 2
-    assert patch_count(501, 500, 250, min_tail_frames=2) == 1
-    assert patch_count(760, 500, 250, min_tail_frames=2) == 3  # 10 frames past 750: kept
-
-
 def test_speed_options_change_the_module_not_the_model(tiny_onnx: tuple[Path, Path]) -> None:
     loaded = load_model(tiny_onnx[0])
     with pytest.raises(ModelFileError, match="no time shifts"):
         waveform_classifier(loaded, ExportOptions(time_shifts=1))
-    with pytest.raises(ValueError, match="min_tail_frames"):
-        ExportOptions(min_tail_frames=0)
+    with pytest.raises(ValueError, match="time_shifts"):
+        ExportOptions(time_shifts=0)
+    with pytest.raises(ValueError, match="stft"):
+        ExportOptions(stft="fft")  # type: ignore[arg-type]
 
 
 def test_export_refuses_to_overwrite(tiny_onnx: tuple[Path, Path]) -> None:
@@ -185,3 +180,31 @@ def test_cli_export_writes_a_quantized_graph_that_runs(tiny_onnx: tuple[Path, Pa
 def test_cli_export_refuses_an_onnx_input(tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tiny_onnx[1]), "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and "already an ONNX file" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("features", ["efficientat", "seed", "tiny"])
+def test_matmul_stft_matches_the_front_end_at_any_length(features: str) -> None:
+    import torch
+    from conftest import tiny_features
+
+    from tympan.config import EFFICIENTAT_FEATURES, SEED_FEATURES
+    from tympan.features import LogMel
+    from tympan.inference.onnx_frontend import ExportLogMel
+
+    config = {"efficientat": EFFICIENTAT_FEATURES, "seed": SEED_FEATURES,
+              "tiny": tiny_features()}[features]
+    generator = torch.Generator().manual_seed(1)
+    for samples in (3000, 3001, 16000 + 255, 44100):  # every remainder modulo the hop
+        wave = torch.randn(2, samples, generator=generator) * 0.1
+        reference, split = LogMel(config)(wave), ExportLogMel(config)(wave)
+        assert split.shape == reference.shape
+        torch.testing.assert_close(split, reference, atol=1e-4, rtol=0)
+
+
+def test_split_size_factors_n_fft_near_its_square_root() -> None:
+    from tympan.inference.onnx_frontend import split_size
+
+    assert split_size(1024) == (32, 32)
+    assert split_size(512) == (16, 32)
+    assert split_size(400) == (20, 20)
+    assert split_size(1021) == (1, 1021)  # a prime: one direct DFT

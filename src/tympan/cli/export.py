@@ -20,9 +20,8 @@ def export(
     time_shifts: Annotated[int | None, typer.Option(
         min=1, help="Time shifts a transfer model averages per patch (default: the model's; "
         "1 is about twice as fast).")] = None,
-    min_tail_frames: Annotated[int, typer.Option(
-        min=1, help="Frames past the last regular patch that earn an end-aligned patch "
-        "(1 = every frame, as `tympan predict`).")] = 1,
+    stft: Annotated[str, typer.Option(
+        help="matmul (a split DFT in two matmuls, fast) or onnx (ONNX's STFT op).")] = "matmul",
     quantize: Annotated[bool, typer.Option(
         help="int8 dynamic quantisation of the weights (onnxruntime).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
@@ -50,8 +49,8 @@ def export(
     from tympan.inference.onnx_export import ExportOptions, export_onnx
 
     try:
-        options = ExportOptions(time_shifts=time_shifts, min_tail_frames=min_tail_frames,
-                                quantize=quantize)
+        options = ExportOptions(time_shifts=time_shifts, quantize=quantize,
+                                stft=stft)  # type: ignore[arg-type]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = _load_model(model, verify)

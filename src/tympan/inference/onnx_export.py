@@ -20,7 +20,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,16 +30,17 @@ from tympan.config import FeatureConfig
 from tympan.errors import ModelFileError
 from tympan.features import LogMel
 from tympan.fileio import atomic_path, sha256_file
+from tympan.inference.onnx_frontend import ExportLogMel
 from tympan.models.modelfile import LoadedModel
 
-#: The ONNX opset the exporter targets (STFT needs >= 17; dynamo's lowering wants 18).
+#: The ONNX opset the exporter targets (the STFT op needs >= 17; dynamo's lowering wants 18).
 OPSET = 18
 
 #: ``metadata_props`` every exported graph carries (values are strings; JSON where noted).
 METADATA_KEYS = ("tympan.classes", "tympan.sample_rate", "tympan.feature_config",
-                 "tympan.patch_frames", "tympan.patch_hop_frames", "tympan.min_tail_frames",
-                 "tympan.time_shifts", "tympan.source_sha256", "tympan.source_model",
-                 "tympan.version", "tympan.quantized")
+                 "tympan.patch_frames", "tympan.patch_hop_frames", "tympan.time_shifts",
+                 "tympan.source_sha256", "tympan.source_model", "tympan.stft", "tympan.version",
+                 "tympan.quantized")
 
 
 @dataclass(frozen=True)
@@ -48,30 +49,29 @@ class ExportOptions:
 
     ``time_shifts``: circular time shifts per patch averaged by a transfer model
     (None keeps the model's own; 1 halves the work of the frozen default).
-    ``min_tail_frames``: frames past the last regular patch that earn an
-    end-aligned patch of their own (1 = every frame, as :func:`tympan.windows.patch_starts`;
-    2 drops a 5 s clip's second, 1-frame-later mn04 patch). ``quantize``: int8
+    ``quantize``: int8
     dynamic quantisation of the network's weights (onnxruntime.quantization).
+    ``stft``: ``"matmul"`` (:class:`~tympan.inference.onnx_frontend.MatmulStft`,
+    fast) or ``"onnx"`` (ONNX's ``STFT`` op, slow in onnxruntime).
     """
 
     time_shifts: int | None = None
-    min_tail_frames: int = 1
     quantize: bool = False
+    stft: Literal["matmul", "onnx"] = "matmul"
 
     def __post_init__(self) -> None:
         if self.time_shifts is not None and self.time_shifts < 1:
             raise ValueError(f"time_shifts must be >= 1, got {self.time_shifts}")
-        if self.min_tail_frames < 1:
-            raise ValueError(f"min_tail_frames must be >= 1, got {self.min_tail_frames}")
+        if self.stft not in ("matmul", "onnx"):
+            raise ValueError(f"stft must be matmul or onnx, got {self.stft!r}")
 
 
-def patch_count(frames: int, patch_frames: int, hop_frames: int, min_tail_frames: int = 1
-                ) -> int:
-    """Patches in a ``frames``-long log-mel: regular ones every ``hop_frames``, plus an
-    end-aligned one when at least ``min_tail_frames`` frames are left over (a log-mel
-    shorter than a patch counts as one patch). ``frames`` may be symbolic (export)."""
+def patch_count(frames: int, patch_frames: int, hop_frames: int) -> int:
+    """Patches :func:`tympan.windows.patch_starts` cuts from ``frames`` frames: one every
+    ``hop_frames`` plus an end-aligned one for any frames left over (a log-mel shorter
+    than a patch is one patch). ``frames`` may be symbolic (during export)."""
     usable = torch.sym_max(frames - patch_frames, 0)
-    return (usable + hop_frames - min_tail_frames) // hop_frames + 1  # type: ignore[no-any-return]
+    return (usable + hop_frames - 1) // hop_frames + 1  # type: ignore[no-any-return]
 
 
 class WaveformClassifier(nn.Module):
@@ -83,13 +83,12 @@ class WaveformClassifier(nn.Module):
     """
 
     def __init__(self, network: nn.Module, features: FeatureConfig,
-                 min_tail_frames: int = 1) -> None:
+                 stft: str = "matmul") -> None:
         super().__init__()
-        self.frontend = LogMel(features)
+        self.frontend = ExportLogMel(features) if stft == "matmul" else LogMel(features)
         self.network = network
         self.patch_frames = features.patch_frames
         self.hop_frames = features.patch_hop_frames
-        self.min_tail_frames = min_tail_frames
 
     def patches(self, spec: Tensor) -> Tensor:
         """``(batch, n_mels, frames)`` → ``(batch, n_patches, n_mels, patch_frames)``."""
@@ -98,12 +97,13 @@ class WaveformClassifier(nn.Module):
         # A short clip is padded with its own minimum; the filler is never read for a long one.
         floor = spec.amin(dim=(1, 2), keepdim=True).expand(batch, n_mels, size)
         padded = torch.cat([spec, floor], dim=-1)
-        n_patches = patch_count(frames, size, self.hop_frames, self.min_tail_frames)
+        n_patches = patch_count(frames, size, self.hop_frames)
         last_start = torch.sym_max(frames - size, 0)
         starts = torch.clamp(torch.arange(n_patches) * self.hop_frames, max=last_start)
         index = starts[:, None] + torch.arange(size)[None, :]  # (n_patches, size)
-        gathered = padded[:, :, index.reshape(-1)]  # (batch, n_mels, n_patches * size)
-        return gathered.reshape(batch, n_mels, -1, size).transpose(1, 2)
+        # a gather of whole frames (n_mels contiguous values each), not of single values
+        picked = torch.index_select(padded.transpose(1, 2), 1, index.reshape(-1))
+        return picked.reshape(batch, -1, size, n_mels).transpose(2, 3)
 
     def forward(self, waveform: Tensor) -> Tensor:
         spec = self.frontend(waveform)  # (batch, n_mels, frames)
@@ -127,7 +127,7 @@ def waveform_classifier(loaded: LoadedModel, options: ExportOptions = ExportOpti
             raise ModelFileError(f"model {loaded.metadata.model_name!r} has no time shifts; "
                                  "drop --time-shifts")
         setattr(network, "time_shifts", options.time_shifts)  # noqa: B010  (nn.Module typing)
-    return WaveformClassifier(network, loaded.feature_config, options.min_tail_frames).eval()
+    return WaveformClassifier(network, loaded.feature_config, options.stft).eval()
 
 
 def export_metadata(loaded: LoadedModel, options: ExportOptions) -> dict[str, str]:
@@ -140,10 +140,10 @@ def export_metadata(loaded: LoadedModel, options: ExportOptions) -> dict[str, st
         "tympan.feature_config": features.to_json(indent=None),
         "tympan.patch_frames": str(features.patch_frames),
         "tympan.patch_hop_frames": str(features.patch_hop_frames),
-        "tympan.min_tail_frames": str(options.min_tail_frames),
         "tympan.time_shifts": str(shifts),
         "tympan.source_sha256": sha256_file(loaded.path) if loaded.path is not None else "",
         "tympan.source_model": loaded.metadata.model_name,
+        "tympan.stft": options.stft,
         "tympan.version": __version__,
         "tympan.quantized": "int8-dynamic" if options.quantize else "none",
     }
