@@ -43,8 +43,10 @@ def export(
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
-    except ImportError:
-        fail("export needs onnx and onnxscript: pip install 'tympan[export]'")
+        import torch  # noqa: F401
+    except ImportError as exc:
+        fail(f"export needs torch, onnx and onnxscript ({exc.name} is missing): "
+             "pip install 'tympan[export]'")
 
     from tympan.inference.onnx_export import ExportOptions, export_onnx
 
