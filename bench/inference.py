@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score only this many clips of the fold (0: all; quick checks)")
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds (best kept)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--default-export", default="onnx-1shift",
+    parser.add_argument("--default-export", default="onnx-exact",
                         help="the variant `tympan export` writes by default (reported)")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "bench" / "inference")
     parser.add_argument("--out", type=Path, default=RESULTS / "inference.json")
