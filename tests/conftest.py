@@ -223,3 +223,21 @@ def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
         yield SmallDisk(root)
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+# -- ONNX export (tests/test_export.py, test_onnx_predict.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(model file, exact ONNX export)`` of the untrained tiny 3-class ``cnn-s``
+    (exported once per test process: an export takes seconds)."""
+    pytest.importorskip("onnxscript")
+    from tympan.inference.onnx_export import export_onnx
+    from tympan.models.modelfile import load_model, make_metadata, save_model
+
+    folder = tmp_path_factory.mktemp("tiny-onnx")
+    model = tiny_model(len(TINY_CLASSES))
+    metadata = make_metadata(model, TINY_CLASSES, tiny_features(), train_config={"epochs": 0})
+    model_file = save_model(folder / "tiny.safetensors", model, metadata)
+    return model_file, export_onnx(load_model(model_file), folder / "tiny.onnx")

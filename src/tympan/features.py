@@ -14,6 +14,7 @@ exporting, the same numbers come from ``torch.stft`` and a dense matmul.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import librosa
 import numpy as np
@@ -176,6 +177,7 @@ def log_mel(
     config: FeatureConfig = SEED_FEATURES,
     *,
     blocks: MelBlocks | None = None,
+    power_spectrum: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Log-mel spectrogram of ``waveform`` ``(..., samples)`` → ``(..., n_mels, frames)``.
 
@@ -183,6 +185,9 @@ def log_mel(
     on the waveform's device. With ``log="db"`` and ``top_db`` set, each clip is
     clipped at its own maximum minus ``top_db`` (as ``librosa.power_to_db``).
     ``blocks`` (from :func:`mel_blocks`) applies the mel matrix block-sparsely.
+    ``power_spectrum`` replaces the STFT: ``(rows, samples)`` (after pre-emphasis)
+    → power ``(rows, frames, bins)``, bins in the order of ``mel_matrix``'s
+    columns (the ONNX export's split DFT).
     """
     shape = waveform.shape
     x = waveform.reshape(-1, shape[-1])
@@ -192,7 +197,9 @@ def log_mel(
         raise ValueError(
             f"{x.shape[-1]} samples are too few for reflect padding (need > {config.n_fft // 2})"
         )
-    if _fast_path_ok(x) and (config.center or x.shape[-1] >= config.n_fft):
+    if power_spectrum is not None:
+        power = power_spectrum(x)
+    elif _fast_path_ok(x) and (config.center or x.shape[-1] >= config.n_fft):
         power = _stft_power_frames(x, window, config)  # (rows, frames, bins)
     else:
         if config.stft_dtype == "float64":

@@ -19,12 +19,16 @@ def version() -> None:
     """Print the tympan, torch and Python versions."""
     import platform
 
-    import torch
-
     from tympan import __version__
 
+    try:
+        import torch
+
+        torch_version = str(torch.__version__)
+    except ImportError:  # a runtime-only install (tympan[runtime]) runs .onnx models
+        torch_version = "not installed"
     python = platform.python_version()
-    console.print(f"tympan {__version__}  torch {torch.__version__}  python {python}")
+    console.print(f"tympan {__version__}  torch {torch_version}  python {python}")
 
 
 def fail(message: str, code: int = 2) -> None:

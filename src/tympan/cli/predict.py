@@ -60,6 +60,20 @@ def _load_model(path: Path, verify: bool) -> LoadedModel:
     return loaded
 
 
+def _predictor(model: Path, verify: bool, device: str | None, batch_size: int) -> Any:
+    """A Predictor for a model file, or an OnnxPredictor (ONNX Runtime, no torch) for a
+    ``.onnx`` export; both have ``classes`` and ``predict_files``."""
+    from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
+
+    if is_onnx_model(model):
+        if device not in (None, "cpu"):
+            fail(f"--device {device}: an .onnx model runs on the CPU (onnxruntime)")
+        return OnnxPredictor(model)
+    from tympan.inference.predict import Predictor
+
+    return Predictor(_load_model(model, verify), device=device, batch_size=batch_size)
+
+
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -114,8 +128,8 @@ def _table(ok: list[Prediction], k: int) -> Any:
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(
-        help="Model file (.safetensors) written by tympan; with --audioset, the first "
-        "audio file instead.")],
+        help="Model file (.safetensors) written by tympan, or its `tympan export` (.onnx, run "
+        "on onnxruntime); with --audioset, the first audio file instead.")],
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Audio files and/or folders (recursive).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1,
@@ -163,12 +177,12 @@ def predict(
             fail(f"{output}: already exists; pass --overwrite to replace it")
 
     from tympan.fileio import atomic_write_text
-    from tympan.inference.predict import Predictor, collect_audio_files
+    from tympan.inference.prediction import collect_audio_files
 
-    loaded = _load_model(model, verify)
-    k = min(top_k, len(loaded.classes))
+    predictor = _predictor(model, verify, device, batch_size)
+    classes = list(predictor.classes)
+    k = min(top_k, len(classes))
     files, skipped = collect_audio_files(paths)
-    predictor = Predictor(loaded, device=device, batch_size=batch_size)
     with _progress(len(files), "predicting") as advance:
         results = predictor.predict_files(files, progress=advance)
     ok = [p for p in results if p.ok]
@@ -178,7 +192,7 @@ def predict(
 
     rendered = None
     if file_format == "json":
-        rendered = _as_json(model, loaded.classes, k, ok, skipped)
+        rendered = _as_json(model, classes, k, ok, skipped)
     elif file_format == "csv":
         rendered = _as_csv(ok, k)
     if output is not None and rendered is not None:

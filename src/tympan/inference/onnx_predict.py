@@ -1,0 +1,204 @@
+"""Prediction with an exported ``.onnx`` model on ONNX Runtime; imports no torch.
+
+:class:`OnnxPredictor` keeps :class:`~tympan.inference.predict.Predictor`'s
+contract (``predict_proba``, ``predict``, ``predict_files``) for a graph written
+by :func:`tympan.inference.onnx_export.export_onnx`: files are decoded with
+soundfile and resampled with soxr (:func:`tympan.audio.load_audio`) to the rate
+the graph's metadata names, and the graph does the rest. This is the module a
+runtime-only install (``pip install tympan[runtime]``: onnxruntime, soundfile,
+soxr, numpy) uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tympan.audio import load_audio
+from tympan.config import FeatureConfig
+from tympan.errors import AudioError, ModelFileError, ModelOutputError
+from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction, top_k
+
+#: What :meth:`OnnxPredictor.predict_proba` accepts: a path or a mono waveform at the model's rate.
+OnnxItem = str | Path | np.ndarray
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelFileError("running an .onnx model needs onnxruntime: "
+                             "pip install 'tympan[runtime]'") from None
+    return onnxruntime
+
+
+def read_onnx_metadata(session: Any, path: Path) -> dict[str, str]:
+    """The ``tympan.*`` metadata of a loaded session.
+
+    Raises:
+        ModelFileError: the graph was not exported by tympan (no classes or rate).
+    """
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    for key in ("tympan.classes", "tympan.sample_rate", "tympan.feature_config"):
+        if key not in props:
+            raise ModelFileError(f"{path}: an ONNX file without tympan metadata ({key} missing); "
+                                 "export it with `tympan export`")
+    return props
+
+
+class OnnxPredictor:
+    """Run an exported ``.onnx`` model on files or waveforms with ONNX Runtime.
+
+    ``batch_size`` is clips per call (clips of one length share a call);
+    ``threads`` is ONNX Runtime's intra-op thread count (None: its default).
+
+    Raises:
+        ModelFileError: missing, unreadable or foreign ONNX file, or no onnxruntime.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, batch_size: int = 8,
+                 min_duration_seconds: float = 0.1) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelFileError(f"{self.path}: no such ONNX model file")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.inter_op_num_threads = 1
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+            raise ModelFileError(f"{self.path}: not a readable ONNX model ({exc})") from None
+        self.metadata = read_onnx_metadata(self.session, self.path)
+        try:
+            self.classes: list[str] = list(json.loads(self.metadata["tympan.classes"]))
+            self.feature_config = FeatureConfig.from_json(self.metadata["tympan.feature_config"])
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{self.path}: invalid tympan metadata ({exc})") from None
+        self.sample_rate = self.feature_config.sample_rate
+        self.batch_size = batch_size
+        self.min_duration_seconds = min_duration_seconds
+        self._input = self.session.get_inputs()[0].name
+
+    def min_samples(self) -> int:
+        """The fewest samples the front end takes (reflect padding needs more than n_fft / 2)."""
+        c = self.feature_config
+        need = c.n_fft // 2 + 1 if c.center and c.pad_mode == "reflect" else 1
+        return need + (1 if c.preemphasis else 0)
+
+    def load(self, item: OnnxItem) -> np.ndarray:
+        """A mono float32 waveform ``(samples,)`` at the model's rate.
+
+        Raises:
+            AudioError: a path that cannot be decoded or is too short.
+            ValueError: an array that is not 1-D, too short, or not finite.
+        """
+        if isinstance(item, str | Path):
+            wave = load_audio(item, self.sample_rate,
+                              min_duration_seconds=self.min_duration_seconds)
+            if wave.size < self.min_samples():
+                raise AudioError(item, f"{wave.size} samples at {self.sample_rate} Hz are too "
+                                       f"few for the front end (need {self.min_samples()})")
+            return wave
+        wave = np.asarray(item)
+        if wave.ndim != 1:
+            raise ValueError(f"expected a mono waveform (samples,), got shape {wave.shape}; "
+                             "mix channels down first (tympan.audio.to_mono)")
+        if wave.size < self.min_samples():
+            raise ValueError(f"{wave.size} samples are too few for the front end "
+                             f"(need {self.min_samples()})")
+        if not np.isfinite(wave).all():
+            raise ValueError("waveform contains NaN or infinite samples")
+        return np.ascontiguousarray(wave, dtype=np.float32)
+
+    def forward(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """Clip probabilities ``(len(waves), n_classes)`` float32 of mono waveforms.
+
+        Clips of equal length go through the graph together, ``batch_size`` at a time.
+        """
+        out = np.zeros((len(waves), len(self.classes)), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, wave in enumerate(waves):
+            by_length.setdefault(wave.shape[0], []).append(i)
+        for members in by_length.values():
+            for start in range(0, len(members), self.batch_size):
+                rows = members[start:start + self.batch_size]
+                batch = np.stack([waves[i] for i in rows])
+                out[rows] = self.session.run(None, {self._input: batch})[0]
+        return out
+
+    def predict_proba(self, items: Iterable[OnnxItem]) -> np.ndarray:
+        """Clip probabilities ``(n_items, n_classes)`` for paths or mono waveforms.
+
+        Raises:
+            AudioError: a path cannot be decoded (use :meth:`predict_files` to skip).
+            ValueError: an array is not a usable mono waveform.
+            ModelOutputError: the model gives NaN or infinite probabilities for an item.
+        """
+        items = list(items)
+        if not items:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        rows = self.forward([self.load(item) for item in items])
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            first = int(np.argmin(finite))
+            name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
+            raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
+                                   f"{len(items)} input(s); check the model")
+        return rows
+
+    def predict(self, items: Iterable[OnnxItem]) -> list[str]:
+        """The most probable label per item."""
+        return [self.classes[i] for i in self.predict_proba(items).argmax(axis=1)]
+
+    def postprocess(self, probabilities: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(label, probability)`` per row of ``(n, n_classes)`` probabilities."""
+        return [top_k(row, self.classes, k) for row in probabilities]
+
+    def predict_files(self, paths: Iterable[str | Path], *, progress: Any = None
+                      ) -> list[Prediction]:
+        """Predict every file; one that cannot be decoded, or whose probabilities are not
+        finite, comes back with its reason instead of raising.
+
+        ``progress`` (optional) is called with the number of files finished after each chunk.
+        """
+        files = [Path(p) for p in paths]
+        results: list[Prediction] = []
+        for start in range(0, len(files), self.batch_size):
+            chunk = files[start:start + self.batch_size]
+            waves: list[np.ndarray] = []
+            slots: list[int] = []
+            for path in chunk:
+                try:
+                    waves.append(self.load(path))
+                except AudioError as exc:
+                    results.append(Prediction(path, self.classes, error=exc.reason))
+                    continue
+                slots.append(len(results))
+                results.append(Prediction(path, self.classes))
+            if waves:
+                for slot, row in zip(slots, self.forward(waves), strict=True):
+                    if np.isfinite(row).all():
+                        results[slot].probabilities = row
+                    else:
+                        results[slot].error = NON_FINITE_OUTPUT
+            if progress is not None:
+                progress(len(chunk))
+        return results
+
+
+def is_onnx_model(path: str | Path) -> bool:
+    """Whether ``path`` names an ONNX model (by its ``.onnx`` suffix)."""
+    return Path(path).suffix.lower() == ".onnx"
+
+
+__all__ = ["OnnxItem", "OnnxPredictor", "is_onnx_model", "read_onnx_metadata"]

@@ -1,0 +1,109 @@
+"""What prediction hands back, shared by the torch and the ONNX Runtime predictors.
+
+:class:`Prediction` (one file's probabilities or the reason it was skipped),
+:func:`top_k` and :func:`collect_audio_files`. This module imports no torch, so
+a runtime-only install (``tympan[runtime]``) can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tympan.audio import AUDIO_EXTENSIONS, file_problem
+from tympan.data.manifest import BadFile
+
+#: The reason a file is skipped when the model's probabilities for it are NaN or infinite.
+NON_FINITE_OUTPUT = "non-finite model output (NaN or infinite probabilities)"
+
+
+@dataclass
+class Prediction:
+    """One file's outcome: clip probabilities ``(n_classes,)``, or the reason it was skipped."""
+
+    path: Path
+    classes: list[str]
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.probabilities is not None
+
+    @property
+    def label(self) -> str | None:
+        """The most probable class (None for a skipped file)."""
+        top = self.top(1)
+        return top[0][0] if top else None
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` most probable ``(label, probability)`` pairs, best first."""
+        if self.probabilities is None:
+            return []
+        return top_k(self.probabilities, self.classes, k)
+
+    def to_dict(self, k: int = 3) -> dict[str, Any]:
+        if not self.ok:
+            return {"path": str(self.path), "error": self.error}
+        return {"path": str(self.path), "label": self.label,
+                "top": [{"label": name, "probability": p} for name, p in self.top(k)]}
+
+
+def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` largest entries of ``(n_classes,)`` probabilities as ``(label, p)``, best first.
+
+    Ties keep class order (a stable sort), so the result is deterministic.
+    """
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[BadFile]]:
+    """Expand files and folders (recursively, audio extensions only) into a file list.
+
+    A file named explicitly is kept whatever its extension (decoding decides);
+    a missing path, a symlink loop or a folder without audio comes back as a
+    :class:`BadFile`, as does an audio-named link inside a folder that leads nowhere.
+    """
+    files: list[Path] = []
+    bad: list[BadFile] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found, broken = [], []
+            for p in sorted(path.rglob("*")):
+                if (p.suffix.lower() not in AUDIO_EXTENSIONS
+                        or any(part.startswith(".") for part in p.relative_to(path).parts)):
+                    continue
+                if p.is_file():
+                    found.append(p)
+                elif p.is_symlink():  # a loop or a dangling link: say so, do not omit it
+                    broken.append(BadFile(p, file_problem(p) or "unreadable link"))
+            bad += broken
+            if not found and not broken:
+                bad.append(BadFile(path, "folder holds no audio files "
+                                         f"({', '.join(sorted(AUDIO_EXTENSIONS))})"))
+            candidates = found
+        elif path.exists():
+            candidates = [path]
+        else:
+            problem = file_problem(path)
+            bad.append(BadFile(path, "no such file or folder" if problem == "no such file"
+                               else problem or "no such file or folder"))
+            candidates = []
+        for candidate in candidates:
+            key = candidate.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(candidate)
+    return files, bad
+
+
+__all__ = ["NON_FINITE_OUTPUT", "Prediction", "collect_audio_files", "top_k"]
