@@ -159,7 +159,10 @@ def predict(
     """
     if as_json and as_csv:
         fail("choose one of --json and --csv")
-    device = check_device(device)
+    from tympan.inference.onnx_predict import is_onnx_model
+
+    if not is_onnx_model(model):  # an export runs on onnxruntime: _predictor says so
+        device = check_device(device)
     if audioset:
         _predict_audioset([model, *(paths or [])], top_k, as_json, weights)
         return
