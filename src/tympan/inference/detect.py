@@ -58,6 +58,8 @@ class WindowScores:
     n_samples: int
     channels: list[int] = field(default_factory=lambda: [0])
     failure: DecodeFailure | None = None
+    #: with ``keep_spectrum``: each window's mean log-mel ``(n_windows, n_channels, n_mels)``
+    spectrum: np.ndarray | None = None
 
     @property
     def n_windows(self) -> int:
@@ -149,7 +151,6 @@ class Detector:
     def hop_seconds(self) -> float:
         return self.hop_samples / self.sample_rate
 
-    @torch.inference_mode()
     def score_windows(self, windows: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, n_classes)`` of waveforms ``(n, samples)`` at the model's rate:
         each row exactly as :class:`Predictor` scores a clip of those samples.
@@ -157,6 +158,11 @@ class Detector:
         Raises:
             ModelOutputError: the model gives NaN or infinite probabilities.
         """
+        return self._score(windows)[0]
+
+    @torch.inference_mode()
+    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(n, n_classes)`` and mean log-mel ``(n, n_mels)`` per window."""
         wave = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
         specs = self.frontend(wave).cpu()  # patching runs on the CPU, the network on device
         patches_per_window = max(1, -(-specs.shape[-1] // self.feature_config.patch_hop_frames))
@@ -164,7 +170,7 @@ class Detector:
                                    batch_size=max(1, self.batch_size * patches_per_window))
         if not np.isfinite(probs).all():
             raise ModelOutputError(NON_FINITE_OUTPUT)
-        return probs
+        return probs, specs.mean(dim=-1).numpy()
 
     def _windows(self, stream: AudioStream) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, samples (channels, window))`` for each window of the stream, in order;
@@ -196,8 +202,10 @@ class Detector:
             yield total - size, buffer[buffer.shape[0] - size:].T
 
     def score_file(self, path: str | Path, *, channel: ChannelChoice = "mix",
-                   progress: Callable[[float], None] | None = None) -> WindowScores:
+                   progress: Callable[[float], None] | None = None,
+                   keep_spectrum: bool = False) -> WindowScores:
         """Window scores of one file (``channel``: ``"mix"``, ``"each"`` or a 0-based index).
+        ``keep_spectrum`` also keeps each window's mean log-mel (for timeline plots).
 
         A file that is cut short or corrupt mid-way returns the windows decoded
         before the failure, with :attr:`WindowScores.failure` set. ``progress``
@@ -213,14 +221,17 @@ class Detector:
         self._decoded = 0
         starts: list[int] = []
         rows: list[np.ndarray] = []
+        spectra: list[np.ndarray] = []
         batch: list[np.ndarray] = []
         batch_starts: list[int] = []
         n_channels = stream.channels_out
 
         def flush() -> None:
             stacked = np.concatenate(batch)  # (windows * channels, samples)
-            probs = self.score_windows(stacked)
+            probs, spectrum = self._score(stacked)
             rows.append(probs.reshape(len(batch), n_channels, -1))
+            if keep_spectrum:
+                spectra.append(spectrum.reshape(len(batch), n_channels, -1))
             starts.extend(batch_starts)
             batch.clear()
             batch_starts.clear()
@@ -250,7 +261,8 @@ class Detector:
                     else [channel + 1] if isinstance(channel, int) else [0])
         return WindowScores(path, list(self.classes), self.sample_rate, self.window_samples,
                             self.hop_samples, np.asarray(starts, dtype=np.int64),
-                            np.concatenate(rows), self._decoded, channels, stream.failure)
+                            np.concatenate(rows), self._decoded, channels, stream.failure,
+                            np.concatenate(spectra) if keep_spectrum else None)
 
     def predict_files(self, paths: Iterable[str | Path], *,
                       progress: Callable[[int], None] | None = None) -> list[FilePrediction]:
