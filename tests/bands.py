@@ -70,7 +70,7 @@ def save_band_model(path: Path, thresholds: dict[str, float] | None = None) -> P
 
     model = band_model()
     extra = {"thresholds": thresholds} if thresholds is not None else None
-    metadata = make_metadata(model, BAND_CLASSES, tiny_features(), train_config={"epochs": 0},
+    metadata = make_metadata(model, BAND_CLASSES, tiny_features(), train_config={"epochs": 1},
                              extra=extra)
     return save_model(path, model, metadata)
 

@@ -215,3 +215,15 @@ def test_predict_files_averages_windows_and_reports_bad_files(tiny_model_file: P
     np.testing.assert_allclose(results[1].probabilities,
                                detector.score_file(long).scores[:, 0].mean(axis=0), atol=1e-6)
     assert not results[2].ok and "not an audio file" in (results[2].error or "")
+
+
+def test_classifier_detect_uses_the_stored_thresholds(band_model_file: Path,
+                                                      tmp_path: Path) -> None:
+    import tympan
+
+    path = synth.write(tmp_path / "scene.wav", bands.scene(SPANS, 12.0), RATE)
+    clf = tympan.Classifier.load(band_model_file)
+    (result,) = clf.detect(path)  # thresholds 0.25 from the model file
+    _assert_spans(_found(result.events), SPANS)
+    assert result.duration_seconds == 12.0 and result.failure is None
+    assert _found(clf.detect([path], threshold=0.6)[0].events) == []

@@ -133,7 +133,7 @@ def predict(
         "--json/--csv choose explicitly); the table still prints.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file was skipped.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
     verify: Verify = True,
@@ -161,15 +161,18 @@ def predict(
             fail(f"{output}: already exists; pass --overwrite to replace it")
 
     from tympan.fileio import atomic_write_text
-    from tympan.inference.predict import Predictor, collect_audio_files
+    from tympan.inference.detect import Detector
+    from tympan.inference.predict import collect_audio_files
 
     loaded = _load_model(model, verify)
     k = min(top_k, len(loaded.classes))
     files, skipped = collect_audio_files(paths)
-    predictor = Predictor(loaded, device=device, batch_size=batch_size)
+    # streamed windows of the training length; a file's answer is the mean over its windows
+    detector = Detector(loaded, device=device, batch_size=batch_size)
     with _progress(len(files), "predicting") as advance:
-        results = predictor.predict_files(files, progress=advance)
-    ok = [p for p in results if p.ok]
+        results = detector.predict_files(files, progress=advance)
+    ok: list[Prediction] = [p for p in results if p.ok]
+    _note_long_files(results, detector.window_seconds)
     from tympan.data.manifest import BadFile
 
     skipped += [BadFile(p.path, p.error or "could not be decoded") for p in results if not p.ok]
@@ -194,6 +197,20 @@ def predict(
         fail("no file could be predicted", code=1)
     if strict and skipped:
         raise typer.Exit(1)
+
+
+#: Files longer than this many windows get a note pointing to ``tympan detect``.
+LONG_FILE_WINDOWS = 4
+
+
+def _note_long_files(results: list[Any], window_seconds: float) -> None:
+    long = [r for r in results if r.ok and r.n_windows > LONG_FILE_WINDOWS]
+    if long:
+        err_console.print(
+            f"note: {len(long)} file(s) are much longer than the model's {window_seconds:g} s "
+            f"window (e.g. {_display(long[0].path)}: {long[0].duration_seconds:.1f} s); predict "
+            "averages them into one label: `tympan detect` gives timed events",
+            highlight=False, soft_wrap=True)
 
 
 def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,
