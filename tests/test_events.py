@@ -84,9 +84,18 @@ def test_per_class_thresholds_and_the_default() -> None:
     assert [e.label for e in events_from_scores(scores, _edges(2), CLASSES, config)] == ["a"]
 
 
+def test_hysteresis_is_relative_to_each_threshold() -> None:
+    config = EventConfig(thresholds={"a": 0.1}, default_threshold=0.5, hysteresis=0.2)
+    assert config.off_threshold("a") == pytest.approx(0.08)
+    assert config.off_threshold("b") == pytest.approx(0.4)
+    # 0.09 stays on (>= 0.08); 0.07 ends the event
+    events = events_from_scores(_scores([0.12, 0.09, 0.07, 0.0]), _edges(4), CLASSES, config)
+    assert [(e.start_seconds, e.end_seconds) for e in events] == [(0.0, 2.0)]
+
+
 @pytest.mark.parametrize("kwargs", [{"default_threshold": 0.0}, {"thresholds": {"a": 1.5}},
-                                    {"hysteresis": -0.1}, {"smooth_windows": 0},
-                                    {"min_duration_seconds": -1.0}])
+                                    {"hysteresis": -0.1}, {"hysteresis": 1.0},
+                                    {"smooth_windows": 0}, {"min_duration_seconds": -1.0}])
 def test_bad_settings_are_config_errors(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         EventConfig(**kwargs)

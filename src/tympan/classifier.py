@@ -217,10 +217,10 @@ class Classifier:
         return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def detect(self, X: Any, *, hop_seconds: float | None = None,
-               threshold: float | None = None, hysteresis: float = 0.1,
+               threshold: float | None = None, hysteresis: float = 0.2,
                smooth_windows: int = 1, min_duration_seconds: float = 0.0,
                min_gap_seconds: float = 0.0, channel: ChannelChoice = "mix",
-               start_time: str | None = None, batch_size: int = 16) -> list[Any]:
+               start_time: str | None = None, batch_size: int = 8) -> list[Any]:
         """Timed events in long recordings: one :class:`~tympan.workflows.event_tables.
         FileDetections` per path in ``X`` (see ``tympan detect`` for the options; ``channel``
         is ``"mix"``, ``"each"`` or a 0-based index). Thresholds default to the ones the

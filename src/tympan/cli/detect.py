@@ -41,7 +41,7 @@ def detect(
         help="On-threshold for every class (default: the model file's per-class thresholds, "
         "else 0.5).")] = None,
     hysteresis: Annotated[float, typer.Option(
-        help="An event ends when its score falls below threshold minus this.")] = 0.1,
+        help="An event ends when its score falls below threshold × (1 − this).")] = 0.2,
     smooth: Annotated[int, typer.Option(
         help="Moving average over this many windows before thresholding (1 = none).")] = 1,
     min_duration: Annotated[float, typer.Option(
@@ -56,7 +56,7 @@ def detect(
         "default: a YYYYMMDD_HHMMSS stamp in the file name.")] = None,
     plot: Annotated[bool, typer.Option(
         help="Also write a timeline PNG per file (spectrogram, scores, events).")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
     strict: Annotated[bool, typer.Option(

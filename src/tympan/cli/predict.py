@@ -133,7 +133,7 @@ def predict(
         "--json/--csv choose explicitly); the table still prints.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file was skipped.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
     verify: Verify = True,

@@ -116,7 +116,7 @@ class Detector:
         loaded: LoadedModel,
         *,
         hop_seconds: float | None = None,
-        batch_size: int = 16,
+        batch_size: int = 8,
         device: str | torch.device | None = None,
         block_seconds: float = 30.0,
         min_duration_seconds: float = 0.1,

@@ -3,7 +3,7 @@
 Each class's window scores are smoothed (a centred moving average over
 ``smooth_windows`` windows), cut with hysteresis (an event starts where the
 score reaches ``threshold`` and lasts while it stays at or above
-``threshold - hysteresis``), events of one class closer than
+``threshold * (1 - hysteresis)``), events of one class closer than
 ``min_gap_seconds`` are merged, and events shorter than
 ``min_duration_seconds`` dropped. A window stands for the span from the
 midpoint with its previous window's centre to the midpoint with the next
@@ -31,7 +31,8 @@ class EventConfig:
     """How window scores become events.
 
     ``thresholds`` maps a class to its on-threshold (a class not named gets
-    ``default_threshold``); the off-threshold is ``on - hysteresis``.
+    ``default_threshold``); the off-threshold is ``on * (1 - hysteresis)`` (relative, so a
+    low threshold keeps a usable off-threshold).
     ``smooth_windows`` is the moving-average length in windows (1 = none).
 
     Raises:
@@ -41,7 +42,7 @@ class EventConfig:
 
     thresholds: Mapping[str, float] | None = None
     default_threshold: float = DEFAULT_THRESHOLD
-    hysteresis: float = 0.1
+    hysteresis: float = 0.2
     smooth_windows: int = 1
     min_duration_seconds: float = 0.0
     min_gap_seconds: float = 0.0
@@ -50,8 +51,8 @@ class EventConfig:
         for name, value in {"default": self.default_threshold, **(self.thresholds or {})}.items():
             if not 0.0 < float(value) <= 1.0:
                 raise ConfigError(f"threshold of {name} must be in (0, 1], got {value}")
-        if self.hysteresis < 0:
-            raise ConfigError(f"--hysteresis must be >= 0, got {self.hysteresis}")
+        if not 0.0 <= self.hysteresis < 1.0:
+            raise ConfigError(f"--hysteresis must be in [0, 1), got {self.hysteresis}")
         if self.smooth_windows < 1:
             raise ConfigError(f"--smooth must be at least 1 window, got {self.smooth_windows}")
         if self.min_duration_seconds < 0 or self.min_gap_seconds < 0:
@@ -60,6 +61,10 @@ class EventConfig:
     def threshold(self, label: str) -> float:
         """The on-threshold of ``label``."""
         return float((self.thresholds or {}).get(label, self.default_threshold))
+
+    def off_threshold(self, label: str) -> float:
+        """The score below which an event of ``label`` ends."""
+        return self.threshold(label) * (1.0 - self.hysteresis)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,7 @@ def events_from_scores(
     events = []
     for k, label in enumerate(classes):
         on = config.threshold(label)
-        runs = hysteresis_runs(smoothed[:, k], on, on - config.hysteresis)
+        runs = hysteresis_runs(smoothed[:, k], on, config.off_threshold(label))
         for first, last in _merge(runs, edges_seconds, config.min_gap_seconds):
             start, end = float(edges_seconds[first]), float(edges_seconds[last + 1])
             if end - start < config.min_duration_seconds:

@@ -59,7 +59,7 @@ class DetectSettings:
 
     hop_seconds: float | None = None
     threshold: float | None = None
-    hysteresis: float = 0.1
+    hysteresis: float = 0.2
     smooth_windows: int = 1
     min_duration_seconds: float = 0.0
     min_gap_seconds: float = 0.0
@@ -141,7 +141,7 @@ def detect_files(
     settings: DetectSettings,
     *,
     plot: bool = False,
-    batch_size: int = 16,
+    batch_size: int = 8,
     device: str | None = None,
     progress: Callable[[Path, bool], None] | None = None,
 ) -> DetectOutcome:
