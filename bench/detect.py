@@ -11,7 +11,13 @@ thresholds from 4-fold CV), it builds in ``--work``:
   through the detect workflow (decode, resample, windows, network, events,
   outputs) and profiled by stage (decode, resample, front end, network);
 * the same material resampled to 48 kHz and repeated to ``--long-hours``
-  (a 16-bit WAV on disk, deleted afterwards) for peak RSS;
+  (a 16-bit WAV on disk, deleted afterwards) for peak RSS. On two shared
+  cores mn04 scores about an hour of audio in many minutes, so the 10-hour
+  run uses a light model (an untrained ``cnn-s`` with a 16 kHz front end,
+  ``--long-model light``) through the same pipeline (streamed decode,
+  resampling, windows, events, outputs), beside the same light model on the
+  1-hour file: equal peaks show memory does not grow with the recording;
+  ``--long-model default`` runs mn04 on it instead;
 * a recording of the ESC-10 fold-1 clips (never trained on) with 1-4 s of
   silence between them: event precision/recall against the clips' spans,
   and a profile by stage (decode, resample, front end, network).
@@ -137,6 +143,27 @@ def make_events_recording(path: Path, seed: int = 1) -> list[dict[str, Any]]:
             cursor += wave.shape[0]
         out.write(np.zeros(2 * HOUR_RATE, np.float32))
     return truth
+
+
+def light_model(work: Path) -> Path:
+    """An untrained small ``cnn-s`` (16 kHz, 32 mels, 0.5 s windows): the pipeline without
+    mn04's cost, for the 10-hour memory run."""
+    import torch
+
+    from tympan import models
+    from tympan.config import FeatureConfig
+    from tympan.models.modelfile import make_metadata, save_model
+
+    path = work / "light.safetensors"
+    if path.is_file():
+        return path
+    torch.manual_seed(0)
+    model = models.create("cnn-s", 10, channels=[8, 16], hidden=16).eval()
+    features = FeatureConfig(name="light16k", sample_rate=16000, n_fft=512, hop_samples=256,
+                             n_mels=32, patch_frames=32, patch_hop_frames=16)
+    metadata = make_metadata(model, [f"class{i}" for i in range(10)], features,
+                             train_config={"epochs": 1})
+    return save_model(path, model, metadata)
 
 
 def train_model(work: Path) -> Path:
@@ -280,13 +307,26 @@ def worker_yamnet(audio: Path, threads: int) -> dict[str, Any]:
             "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
-def _spawn(*args: str) -> dict[str, Any]:
-    """Run a worker of this script in a fresh process; its JSON result."""
+STAGES: Path | None = None  # set by main(): finished stages' results, reused by a rerun
+
+
+def _spawn(stage: str, *args: str) -> dict[str, Any]:
+    """Run a worker of this script in a fresh process; its JSON result (cached per stage in
+    ``WORK/stages/``, so an interrupted benchmark resumes)."""
+    cached = STAGES / f"{stage}.json" if STAGES is not None else None
+    if cached is not None and cached.is_file():
+        result: dict[str, Any] = json.loads(cached.read_text())
+        return result
     done = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True,
                           text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"worker {args[0]} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_text(json.dumps(result))
+    return result
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -298,6 +338,9 @@ def main() -> None:
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--long-hours", type=float, default=10.0,
                         help="length of the peak-RSS recording (0 skips it)")
+    parser.add_argument("--long-model", choices=["light", "default"], default="light",
+                        help="model of the 10-hour memory run (see above)")
+    parser.add_argument("--fresh", action="store_true", help="forget finished stages")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -313,12 +356,18 @@ def main() -> None:
         return
 
     work = args.work
+    global STAGES
+    STAGES = work / "stages"
+    if args.fresh:
+        shutil.rmtree(STAGES, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     started = time.perf_counter()
     model = train_model(work)
     hour = work / "hour.wav"
-    hour_info = make_hour(hour, args.hours)
+    hour_info = (json.loads((work / "hour.json").read_text()) if (work / "hour.json").is_file()
+                 and hour.is_file() else make_hour(hour, args.hours))
+    (work / "hour.json").write_text(json.dumps(hour_info))
     events_wav = work / "fold1-events.wav"
     truth = make_events_recording(events_wav)
     threads = str(args.threads)
@@ -327,27 +376,39 @@ def main() -> None:
         "benchmark": "detect", "model": "mn04_as frozen + logistic head (ESC-10 folds 2-5)",
         "model_file": str(model), "hour_recording": hour_info,
     }
-    record["detect_1h"] = {k: v for k, v in _spawn("detect", str(model), str(hour),
+    record["detect_1h"] = {k: v for k, v in _spawn("detect_1h", "detect", str(model), str(hour),
                                                    str(work / "out-hour"), threads).items()
                            if k != "events"}
-    record["yamnet_1h"] = _spawn("yamnet", str(hour), threads)
+    record["yamnet_1h"] = _spawn("yamnet_1h", "yamnet", str(hour), threads)
     record["speed_ratio_vs_yamnet"] = round(record["detect_1h"]["real_time_factor"]
                                             / record["yamnet_1h"]["real_time_factor"], 3)
-    found = _spawn("detect", str(model), str(events_wav), str(work / "out-events"), threads)
+    found = _spawn("detect_fold1", "detect", str(model), str(events_wav),
+                   str(work / "out-events"), threads)
     # stage costs per second of audio are material-independent: profile the shorter recording
-    record["profile_fold1_recording"] = _spawn("profile", str(model), str(events_wav), threads)
+    record["profile_fold1_recording"] = _spawn("profile_fold1", "profile", str(model),
+                                               str(events_wav), threads)
     record["events_fold1"] = {"recording_seconds": found["audio_seconds"],
                               **event_scores(truth, found["events"]),
                               "matching": "a detection is right if it overlaps a true clip of "
                                           "its label; a clip is found if such a detection "
                                           "overlaps it"}
     if args.long_hours > 0:
+        long_model = model if args.long_model == "default" else light_model(work)
+        record["long_model"] = ("the default model" if args.long_model == "default" else
+                                "light: untrained cnn-s (8/16 channels), 16 kHz, 32 mels, "
+                                "0.512 s windows, hop 0.256 s")
+        if args.long_model == "light":
+            record["detect_1h_light"] = {k: v for k, v in _spawn(
+                "detect_1h_light", "detect", str(long_model), str(hour),
+                str(work / "out-hour-light"), threads).items() if k != "events"}
         long = work / "long.wav"
-        record["long_recording"] = make_long(hour, long, args.long_hours)
+        stage = f"detect_long_{args.long_model}"
+        if not (STAGES / f"{stage}.json").is_file():
+            record["long_recording"] = make_long(hour, long, args.long_hours)
         try:
             record["detect_long"] = {k: v for k, v in _spawn(
-                "detect", str(model), str(long), str(work / "out-long"), threads).items()
-                if k != "events"}
+                stage, "detect", str(long_model), str(long), str(work / "out-long"),
+                threads).items() if k != "events"}
         finally:
             long.unlink(missing_ok=True)
     record.update({
