@@ -1,6 +1,6 @@
 """A deterministic, hand-built detector for tests: no training, exact answers.
 
-``test-bands`` (registered in tympan's model registry on import) takes tiny
+``test-bands`` (in tympan's model registry inside :func:`registered`) takes tiny
 log-mel patches and says, per patch, which fraction of frames holds energy in
 a low band (below 1.5 kHz) and in a high band (above 2.5 kHz): its
 probabilities are ``low = f_low / 2``, ``high = f_high / 2`` and
@@ -11,6 +11,8 @@ starts or stops, within a hop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +49,22 @@ class BandModel(nn.Module):
         return torch.log(probs + 1e-6)
 
 
-@register_model("test-bands", default_features=tiny_features())
-def test_bands(n_classes: int, **kwargs: Any) -> BandModel:
+def _factory(n_classes: int, **kwargs: Any) -> BandModel:
     """Test-only band-energy detector (deterministic; see tests/bands.py)."""
     return BandModel(n_classes, **kwargs)
+
+
+@contextmanager
+def registered() -> Iterator[None]:
+    """``test-bands`` in the model registry for the duration (so load_model can build it),
+    then gone again: registry-wide tests (tests/test_models.py) never see it."""
+    from tympan.models import registry
+
+    register_model("test-bands", default_features=tiny_features())(_factory)
+    try:
+        yield
+    finally:
+        registry._REGISTRY.pop("test-bands", None)
 
 
 def band_model() -> nn.Module:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import bands
@@ -22,8 +23,9 @@ RATE = 16000
 
 
 @pytest.fixture
-def band_model_file(tmp_path: Path) -> Path:
-    return bands.save_band_model(tmp_path / "bands.safetensors", {"low": 0.25, "high": 0.25})
+def band_model_file(tmp_path: Path) -> Iterator[Path]:
+    with bands.registered():
+        yield bands.save_band_model(tmp_path / "bands.safetensors", {"low": 0.25, "high": 0.25})
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import bands
@@ -24,8 +25,9 @@ SPANS = [("low", 0.0, 2.0), ("high", 4.0, 6.0), ("low", 5.0, 8.0), ("high", 10.5
 
 
 @pytest.fixture
-def band_model_file(tmp_path: Path) -> Path:
-    return bands.save_band_model(tmp_path / "bands.safetensors", {"low": 0.25, "high": 0.25})
+def band_model_file(tmp_path: Path) -> Iterator[Path]:
+    with bands.registered():
+        yield bands.save_band_model(tmp_path / "bands.safetensors", {"low": 0.25, "high": 0.25})
 
 
 def _found(events: list, labels: tuple[str, ...] = ("low", "high")) -> list[tuple[str, float,
