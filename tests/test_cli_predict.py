@@ -387,3 +387,27 @@ def test_evaluate_after_a_kill_suggests_only_what_evaluate_has(
                                  "-o", str(tmp_path / "report")])
     assert isinstance(result.exception, RunFolderError)
     assert "--overwrite" in str(result.exception) and "--resume" not in str(result.exception)
+
+
+def test_predict_scores_windows_and_points_long_files_to_detect(tiny_model_file: Path,
+                                                                tmp_path: Path) -> None:
+    from tympan.inference.detect import Detector
+    from tympan.inference.predict import Predictor
+    from tympan.models.modelfile import load_model
+
+    short = synth.write(tmp_path / "short.wav", _sound("tone", 5, RATE)[:6000], RATE,
+                        subtype="FLOAT")
+    long = synth.write(tmp_path / "long.wav", synth.chirp(300, 3000, 4.0, RATE), RATE,
+                       subtype="FLOAT")
+    result = runner.invoke(app, ["predict", str(tiny_model_file), str(short), "--json"])
+    assert result.exit_code == 0 and "tympan detect" not in result.output
+    loaded = load_model(tiny_model_file)
+    top = json.loads(result.stdout)["predictions"][0]["top"][0]
+    expected = Predictor(loaded, device="cpu").predict_proba([short])[0]
+    assert top["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
+
+    result = runner.invoke(app, ["predict", str(tiny_model_file), str(long), "--json"])
+    assert result.exit_code == 0 and "tympan detect" in result.stderr
+    top = json.loads(result.stdout)["predictions"][0]["top"][0]
+    windows = Detector(loaded).score_file(long).scores[:, 0]  # a clip = mean of its windows
+    assert top["probability"] == pytest.approx(float(windows.mean(axis=0).max()), abs=1e-6)

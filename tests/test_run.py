@@ -39,11 +39,14 @@ def test_run_writes_a_complete_run_folder(sound_classes_dir: Path, tmp_path: Pat
     assert meta.metrics is not None and meta.metrics["accuracy_mean"] == metrics["accuracy_mean"]
     assert meta.dataset is not None and meta.dataset.n_files == 48
     assert TrainConfig.from_dict(meta.train_config) == config.replace(mode="finetune")
+    thresholds = meta.extra["thresholds"]  # for `tympan detect`, from the held-out clips
+    assert sorted(thresholds) == meta.labels and all(0 < t <= 1 for t in thresholds.values())
     with pytest.raises(RunFolderError, match="already exists"):
         run(manifest, config, runs_dir=tmp_path, name="r1")
     no_cv = run(manifest, config.replace(folds=0), runs_dir=tmp_path, name="r1",
                          overwrite=True)
     assert no_cv.cv is None and no_cv.model_path is not None and no_cv.model_path.is_file()
+    assert "thresholds" not in load_model(no_cv.model_path).metadata.extra
 
 
 class _CrashInFold(L.Callback):

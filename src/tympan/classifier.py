@@ -18,12 +18,15 @@ import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tympan.config import FeatureConfig, TrainConfig
 from tympan.errors import ConfigError, TympanError
+
+if TYPE_CHECKING:
+    from tympan.inference.stream import ChannelChoice
 
 _PARAMS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -212,6 +215,41 @@ class Classifier:
     def score(self, X: Any, y: Sequence[str]) -> float:
         """Clip accuracy on ``X`` against the labels ``y``."""
         return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    def detect(self, X: Any, *, hop_seconds: float | None = None,
+               threshold: float | None = None, hysteresis: float = 0.2,
+               smooth_windows: int = 1, min_duration_seconds: float = 0.0,
+               min_gap_seconds: float = 0.0, channel: ChannelChoice = "mix",
+               start_time: str | None = None, batch_size: int = 8) -> list[Any]:
+        """Timed events in long recordings: one :class:`~tympan.workflows.event_tables.
+        FileDetections` per path in ``X`` (see ``tympan detect`` for the options; ``channel``
+        is ``"mix"``, ``"each"`` or a 0-based index). Thresholds default to the ones the
+        training run stored (``fit_info_["thresholds"]``), else 0.5.
+
+        Raises:
+            AudioError: a file cannot be decoded at all (one that fails mid-way keeps the
+                events before the failure, with ``failure`` set).
+            NotFittedError: before ``fit``/``load``.
+        """
+        from tympan.inference.detect import Detector
+        from tympan.models.modelfile import LoadedModel, ModelMetadata
+        from tympan.workflows.detect import DetectSettings, detect_file
+
+        self._check_fitted()
+        metadata = ModelMetadata(labels=[str(c) for c in self.classes_],
+                                 model_name=str(getattr(self.model_, "model_name", self.model)),
+                                 feature_config=self.feature_config_.to_dict(),
+                                 extra=dict(getattr(self, "fit_info_", None) or {}))
+        loaded = LoadedModel(self.model_, metadata)
+        settings = DetectSettings(hop_seconds=hop_seconds, threshold=threshold,
+                                  hysteresis=hysteresis, smooth_windows=smooth_windows,
+                                  min_duration_seconds=min_duration_seconds,
+                                  min_gap_seconds=min_gap_seconds,
+                                  channel=channel, start_time=start_time)
+        config = settings.event_config(loaded)
+        detector = Detector(loaded, hop_seconds=hop_seconds, batch_size=batch_size)
+        paths = [X] if _is_path(X) else list(X)
+        return [detect_file(detector, Path(p), settings, config)[0] for p in paths]
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from tympan.cli import (
     augment,  # noqa: F401  (registers `augment`, `ablate`)
     common,  # noqa: F401  (registers `version`)
     datasets,  # noqa: F401  (registers `datasets fetch`, `datasets info`)
+    detect,  # noqa: F401  (registers `detect`)
     export,  # noqa: F401  (registers `export`)
     features,  # noqa: F401  (registers `features`)
     models,  # noqa: F401  (registers `models list`)

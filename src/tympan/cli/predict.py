@@ -61,17 +61,18 @@ def _load_model(path: Path, verify: bool) -> LoadedModel:
 
 
 def _predictor(model: Path, verify: bool, device: str | None, batch_size: int) -> Any:
-    """A Predictor for a model file, or an OnnxPredictor (ONNX Runtime, no torch) for a
-    ``.onnx`` export; both have ``classes`` and ``predict_files``."""
+    """A Detector (streamed windows) for a model file, or an OnnxPredictor (ONNX Runtime,
+    no torch) for a ``.onnx`` export; both have ``classes`` and ``predict_files``."""
     from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
 
     if is_onnx_model(model):
         if device not in (None, "cpu"):
             fail(f"--device {device}: an .onnx model runs on the CPU (onnxruntime)")
         return OnnxPredictor(model)
-    from tympan.inference.predict import Predictor
+    from tympan.inference.detect import Detector
 
-    return Predictor(_load_model(model, verify), device=device, batch_size=batch_size)
+    # streamed windows of the training length; a file's answer is the mean over its windows
+    return Detector(_load_model(model, verify), device=device, batch_size=batch_size)
 
 
 def _display(path: Path) -> str:
@@ -148,7 +149,7 @@ def predict(
         "--json/--csv choose explicitly); the table still prints.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file was skipped.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
     verify: Verify = True,
@@ -188,7 +189,9 @@ def predict(
     files, skipped = collect_audio_files(paths)
     with _progress(len(files), "predicting") as advance:
         results = predictor.predict_files(files, progress=advance)
-    ok = [p for p in results if p.ok]
+    ok: list[Prediction] = [p for p in results if p.ok]
+    if hasattr(predictor, "window_seconds"):
+        _note_long_files(results, predictor.window_seconds)
     from tympan.data.manifest import BadFile
 
     skipped += [BadFile(p.path, p.error or "could not be decoded") for p in results if not p.ok]
@@ -213,6 +216,20 @@ def predict(
         fail("no file could be predicted", code=1)
     if strict and skipped:
         raise typer.Exit(1)
+
+
+#: Files longer than this many windows get a note pointing to ``tympan detect``.
+LONG_FILE_WINDOWS = 4
+
+
+def _note_long_files(results: list[Any], window_seconds: float) -> None:
+    long = [r for r in results if r.ok and r.n_windows > LONG_FILE_WINDOWS]
+    if long:
+        err_console.print(
+            f"note: {len(long)} file(s) are much longer than the model's {window_seconds:g} s "
+            f"window (e.g. {_display(long[0].path)}: {long[0].duration_seconds:.1f} s); predict "
+            "averages them into one label: `tympan detect` gives timed events",
+            highlight=False, soft_wrap=True)
 
 
 def _predict_audioset(paths: list[Path], top_k: int, as_json: bool,

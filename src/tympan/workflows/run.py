@@ -29,6 +29,7 @@ from tympan.workflows.crossval import check_state, cross_validate, run_state
 from tympan.workflows.prepared import PreparedData, with_copies
 from tympan.workflows.recipes import Fitted, Recipe, create_recipe
 from tympan.workflows.results import CVResult
+from tympan.workflows.thresholds import thresholds_metadata
 
 MODEL_FILE = "model.safetensors"
 
@@ -142,7 +143,8 @@ def _save_final(recipe: Recipe, fitted: Fitted, data: PreparedData, cv: CVResult
     metadata = make_metadata(model, data.classes, data.feature_config,
                              train_config=recipe.train_config(),
                              metrics=cv.summary() if cv is not None else None,
-                             manifest=data.manifest, extra=fitted.info)
+                             manifest=data.manifest,
+                             extra={**fitted.info, **thresholds_metadata(cv)})
     return save_model(path, model, metadata, overwrite=True)
 
 

@@ -1,0 +1,296 @@
+"""Long recordings: streamed windows of the model's training length, scored in batches.
+
+A window is ``feature_config.patch_frames * hop_samples`` samples (what the
+model saw per patch in training), cut every ``hop`` samples from a stream
+(:class:`~tympan.inference.stream.AudioStream`), so memory is bounded by the
+batch, not the file. Each window is featurised on its own samples and scored
+with :func:`~tympan.inference.predict.clip_probabilities`: a window's
+probabilities are exactly what :class:`~tympan.inference.predict.Predictor`
+gives for a clip of those samples. Offsets are integer samples at the model's
+rate, so times do not drift after hours. A file's clip probabilities are the
+mean over its windows (``tympan predict``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tympan.errors import AudioError, ModelOutputError
+from tympan.features import LogMel
+from tympan.inference.predict import (
+    NON_FINITE_OUTPUT,
+    Prediction,
+    clip_probabilities,
+    resolve_device,
+)
+from tympan.inference.stream import AudioStream, ChannelChoice, DecodeFailure
+from tympan.models.modelfile import LoadedModel
+
+
+def window_samples(loaded: LoadedModel) -> int:
+    """The model's training window in samples at its rate: ``patch_frames * hop_samples``."""
+    config = loaded.feature_config
+    return config.patch_frames * config.hop_samples
+
+
+@dataclass
+class WindowScores:
+    """Per-window class probabilities of one file (or what was decoded before a failure).
+
+    ``starts`` ``(n_windows,)`` int64 are sample offsets at ``sample_rate``;
+    ``scores`` is ``(n_windows, n_channels, n_classes)`` float32; ``channels``
+    names each scored channel (1-based; ``[0]`` = all channels mixed).
+    ``n_samples`` is how many samples (at ``sample_rate``) were decoded.
+    """
+
+    path: Path
+    classes: list[str]
+    sample_rate: int
+    window_samples: int
+    hop_samples: int
+    starts: np.ndarray
+    scores: np.ndarray
+    n_samples: int
+    channels: list[int] = field(default_factory=lambda: [0])
+    failure: DecodeFailure | None = None
+    #: with ``keep_spectrum``: each window's mean log-mel ``(n_windows, n_channels, n_mels)``
+    spectrum: np.ndarray | None = None
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.starts.shape[0])
+
+    @property
+    def duration_seconds(self) -> float:
+        """Seconds decoded (the whole file unless decoding failed)."""
+        return self.n_samples / self.sample_rate
+
+    def ends(self) -> np.ndarray:
+        """Each window's end offset in samples ``(n_windows,)`` (a short file's one window
+        ends at its last sample)."""
+        return np.minimum(self.starts + self.window_samples, self.n_samples)
+
+    def segment_edges_seconds(self) -> np.ndarray:
+        """Edges ``(n_windows + 1,)`` in seconds of the span each window stands for: from
+        the midpoint between its centre and the previous one's to the next midpoint; the
+        first span starts at 0, the last ends at the end of the decoded audio."""
+        centres2 = self.starts + self.ends()  # twice the centres, still integers
+        edges = np.empty(self.n_windows + 1, dtype=np.float64)
+        edges[0] = 0.0
+        edges[-1] = self.n_samples / self.sample_rate
+        edges[1:-1] = (centres2[:-1] + centres2[1:]) / (4.0 * self.sample_rate)
+        return edges
+
+    def clip_probabilities(self) -> np.ndarray:
+        """The file's probabilities ``(n_channels, n_classes)``: the mean over its windows."""
+        return self.scores.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+@dataclass
+class FilePrediction(Prediction):
+    """A :class:`Prediction` from windows: also how many windows and seconds it averaged."""
+
+    n_windows: int = 0
+    duration_seconds: float = 0.0
+
+
+class Detector:
+    """Score long recordings window by window with a trained model.
+
+    ``hop_seconds`` (None = half a window) is the step between windows;
+    ``batch_size`` is windows per forward pass (memory grows with it, not
+    with the file); ``block_seconds`` is how much audio is decoded per read.
+    ``min_duration_seconds`` is the shortest usable file, as for prediction.
+
+    Raises:
+        ValueError: a hop that is not positive or longer than a window.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        hop_seconds: float | None = None,
+        batch_size: int = 8,
+        device: str | torch.device | None = None,
+        block_seconds: float = 30.0,
+        min_duration_seconds: float = 0.1,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.loaded = loaded
+        self.classes = loaded.classes
+        self.feature_config = loaded.feature_config
+        self.sample_rate = self.feature_config.sample_rate
+        self.window_samples = window_samples(loaded)
+        if hop_seconds is None:
+            self.hop_samples = max(1, self.window_samples // 2)
+        else:
+            self.hop_samples = round(hop_seconds * self.sample_rate)
+            if not 0 < self.hop_samples <= self.window_samples:
+                window = self.window_samples / self.sample_rate
+                raise ValueError(f"hop_seconds must be in (0, {window:g}] (one window), "
+                                 f"got {hop_seconds}")
+        self.batch_size = batch_size
+        self.block_seconds = block_seconds
+        self.min_duration_seconds = min_duration_seconds
+        self.device = resolve_device(device)
+        self.model = loaded.model.to(self.device).eval()
+        self.frontend = LogMel(self.feature_config).to(self.device)
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sample_rate
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+    def score_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, n_classes)`` of waveforms ``(n, samples)`` at the model's rate:
+        each row exactly as :class:`Predictor` scores a clip of those samples.
+
+        Raises:
+            ModelOutputError: the model gives NaN or infinite probabilities.
+        """
+        return self._score(windows)[0]
+
+    @torch.inference_mode()
+    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``(n, n_classes)`` and mean log-mel ``(n, n_mels)`` per window."""
+        wave = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
+        specs = self.frontend(wave).cpu()  # patching runs on the CPU, the network on device
+        patches_per_window = max(1, -(-specs.shape[-1] // self.feature_config.patch_hop_frames))
+        probs = clip_probabilities(self.model, specs, self.feature_config,
+                                   batch_size=max(1, self.batch_size * patches_per_window))
+        if not np.isfinite(probs).all():
+            raise ModelOutputError(NON_FINITE_OUTPUT)
+        return probs, specs.mean(dim=-1).numpy()
+
+    def _windows(self, stream: AudioStream) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, samples (channels, window))`` for each window of the stream, in order;
+        the last window is end-aligned so no sample is left unscored, and a file shorter
+        than a window is one window of all its samples."""
+        size, hop = self.window_samples, self.hop_samples
+        buffer = np.zeros((0, stream.channels_out), dtype=np.float32)
+        buffer_start = 0  # absolute offset of buffer[0]
+        next_start = 0
+        emitted = False
+        for block in stream:
+            buffer = np.concatenate([buffer, block]) if buffer.size else block
+            end = buffer_start + buffer.shape[0]
+            while next_start + size <= end:
+                offset = next_start - buffer_start
+                yield next_start, buffer[offset:offset + size].T
+                emitted = True
+                next_start += hop
+            # keep what the next window (or an end-aligned last one) may still need
+            keep_from = max(buffer_start, min(next_start, end - size))
+            buffer = buffer[keep_from - buffer_start:]
+            buffer_start = keep_from
+        self._decoded = buffer_start + buffer.shape[0]
+        total = self._decoded
+        if not emitted:
+            if total > 0:
+                yield 0, buffer.T
+        elif next_start - hop + size < total:
+            yield total - size, buffer[buffer.shape[0] - size:].T
+
+    def score_file(self, path: str | Path, *, channel: ChannelChoice = "mix",
+                   progress: Callable[[float], None] | None = None,
+                   keep_spectrum: bool = False) -> WindowScores:
+        """Window scores of one file (``channel``: ``"mix"``, ``"each"`` or a 0-based index).
+        ``keep_spectrum`` also keeps each window's mean log-mel (for timeline plots).
+
+        A file that is cut short or corrupt mid-way returns the windows decoded
+        before the failure, with :attr:`WindowScores.failure` set. ``progress``
+        is called with the seconds scored so far after each batch.
+
+        Raises:
+            AudioError: unreadable, empty, too short, or failing before any window.
+            ModelOutputError: NaN or infinite probabilities.
+        """
+        path = Path(path)
+        stream = AudioStream(path, self.sample_rate, channel=channel,
+                             block_seconds=self.block_seconds)
+        self._decoded = 0
+        starts: list[int] = []
+        rows: list[np.ndarray] = []
+        spectra: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        batch_starts: list[int] = []
+        n_channels = stream.channels_out
+
+        def flush() -> None:
+            stacked = np.concatenate(batch)  # (windows * channels, samples)
+            probs, spectrum = self._score(stacked)
+            rows.append(probs.reshape(len(batch), n_channels, -1))
+            if keep_spectrum:
+                spectra.append(spectrum.reshape(len(batch), n_channels, -1))
+            starts.extend(batch_starts)
+            batch.clear()
+            batch_starts.clear()
+            if progress is not None:
+                progress(starts[-1] / self.sample_rate)
+
+        for start, samples in self._windows(stream):
+            if samples.shape[1] < self.window_samples:  # a short file: scored on its own
+                if samples.shape[1] / self.sample_rate < self.min_duration_seconds:
+                    reason = (str(stream.failure) if stream.failure is not None and
+                              samples.shape[1] == 0 else
+                              f"{samples.shape[1] / self.sample_rate:.3g} s, shorter than the "
+                              f"{self.min_duration_seconds:g} s minimum")
+                    raise AudioError(path, reason)
+                if batch:
+                    flush()
+            batch.append(samples)
+            batch_starts.append(start)
+            if len(batch) >= self.batch_size or samples.shape[1] < self.window_samples:
+                flush()
+        if batch:
+            flush()
+        if not starts:
+            reason = str(stream.failure) if stream.failure is not None else "no samples decoded"
+            raise AudioError(path, reason)
+        channels = (list(range(1, n_channels + 1)) if channel == "each"
+                    else [channel + 1] if isinstance(channel, int) else [0])
+        return WindowScores(path, list(self.classes), self.sample_rate, self.window_samples,
+                            self.hop_samples, np.asarray(starts, dtype=np.int64),
+                            np.concatenate(rows), self._decoded, channels, stream.failure,
+                            np.concatenate(spectra) if keep_spectrum else None)
+
+    def predict_files(self, paths: Iterable[str | Path], *,
+                      progress: Callable[[int], None] | None = None) -> list[FilePrediction]:
+        """Clip probabilities per file, the mean over its windows (one window: exactly the
+        :class:`Predictor`'s answer). A file that cannot be decoded, fails mid-way, or gets
+        non-finite probabilities is returned with its reason, not raised."""
+        results = []
+        for raw in paths:
+            path = Path(raw)
+            try:
+                scores = self.score_file(path)
+            except AudioError as exc:
+                results.append(FilePrediction(path, list(self.classes), error=exc.reason))
+            except ModelOutputError:
+                results.append(FilePrediction(path, list(self.classes), error=NON_FINITE_OUTPUT))
+            except ValueError as exc:  # e.g. too few samples for the front end's padding
+                results.append(FilePrediction(path, list(self.classes), error=str(exc)))
+            else:
+                if scores.failure is not None:
+                    results.append(FilePrediction(path, list(self.classes),
+                                                  error=str(scores.failure)))
+                else:
+                    results.append(FilePrediction(
+                        path, list(self.classes), scores.clip_probabilities()[0],
+                        n_windows=scores.n_windows, duration_seconds=scores.duration_seconds))
+            if progress is not None:
+                progress(1)
+        return results
+
+
+__all__ = ["Detector", "FilePrediction", "WindowScores", "window_samples"]

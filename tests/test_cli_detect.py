@@ -1,0 +1,171 @@
+"""``tympan detect``: events from long recordings into Raven, Audacity, CSV, JSON and PNG files,
+resumable, with bad files reported and skipped."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import bands
+import numpy as np
+import pytest
+import synth
+from typer.testing import CliRunner
+
+from tympan.cli import app
+from tympan.workflows.detect import output_name
+
+runner = CliRunner()
+HOP = 0.256
+RATE = 16000
+
+
+@pytest.fixture
+def band_model_file(tmp_path: Path) -> Iterator[Path]:
+    with bands.registered():
+        yield bands.save_band_model(tmp_path / "bands.safetensors", {"low": 0.25, "high": 0.25})
+
+
+@pytest.fixture
+def recordings(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "field"
+    return {
+        "dawn": synth.write(root / "20240101_063000.wav",
+                            bands.scene([("low", 1.0, 3.0), ("high", 5.0, 6.5)], 8.0), RATE),
+        "stereo": synth.write(root / "sub" / "pair.flac",
+                              np.stack([bands.scene([("low", 0.0, 2.0)], 4.0, 22050),
+                                        bands.scene([("high", 2.5, 4.0)], 4.0, 22050)], 1),
+                              22050),
+    }
+
+
+def _invoke(*args: str) -> object:
+    return runner.invoke(app, ["detect", *args], catch_exceptions=False)
+
+
+def _rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter=delimiter))
+
+
+def test_detect_writes_raven_audacity_csv_and_json(band_model_file: Path,
+                                                   recordings: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _invoke(str(band_model_file), str(tmp_path / "field"), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    raven = _rows(out / "selections.txt", "\t")
+    events = [r for r in raven if r["Common Name"] != "background"]
+    by_file = {(Path(r["Begin Path"]).name, r["Common Name"]): r for r in events}
+    dawn = by_file[("20240101_063000.wav", "low")]
+    assert float(dawn["File Offset (s)"]) == pytest.approx(1.0, abs=HOP)
+    assert float(dawn["End Time (s)"]) == pytest.approx(3.0, abs=HOP)
+    # stereo is mixed to mono by default: both tones are found
+    pair_high = by_file[("pair.flac", "high")]
+    assert float(pair_high["File Offset (s)"]) == pytest.approx(2.5, abs=HOP)
+    # combined timeline: files in order (the folder's files sorted), each after the previous
+    assert float(pair_high["Begin Time (s)"]) == pytest.approx(
+        8.0 + float(pair_high["File Offset (s)"]), abs=1e-3)
+
+    labels = (out / "files" / f"{output_name(recordings['dawn'])}.labels.txt").read_text()
+    starts = {line.split("\t")[2]: float(line.split("\t")[0]) for line in labels.splitlines()}
+    assert starts["low"] == pytest.approx(1.0, abs=HOP)
+    assert starts["high"] == pytest.approx(5.0, abs=HOP)
+
+    rows = [r for r in _rows(out / "events.csv") if r["label"] == "high"
+            and r["file"].endswith("063000.wav")]
+    assert rows[0]["start_time"].startswith("2024-01-01T06:30:0")  # from the file name
+    document = json.loads((out / "events.json").read_text())
+    assert [Path(f["path"]).name for f in document["files"]] == ["20240101_063000.wav",
+                                                                 "pair.flac"]
+
+
+def test_a_rerun_skips_finished_files_and_redoes_changed_ones(band_model_file: Path,
+                                                              recordings: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    field = str(tmp_path / "field")
+    assert _invoke(str(band_model_file), field, "-o", str(out)).exit_code == 0
+    record = out / "files" / f"{output_name(recordings['dawn'])}.json"
+    first = record.stat().st_mtime_ns
+    first_rows = _rows(out / "events.csv")
+    again = _invoke(str(band_model_file), field, "-o", str(out))
+    assert "2 reused" in again.output and record.stat().st_mtime_ns == first
+    assert _rows(out / "events.csv") == first_rows  # combined tables rebuilt from records
+
+    # other settings are other results: nothing is reused
+    changed = _invoke(str(band_model_file), field, "-o", str(out), "--threshold", "0.4")
+    assert "reused" not in changed.output
+    # a half-written record (a crash mid-write leaves only temp files; this is a stranger's)
+    record.write_text("{")
+    redo = _invoke(str(band_model_file), field, "-o", str(out), "--threshold", "0.4")
+    assert "1 reused" in redo.output and json.loads(record.read_text())["detections"]
+
+
+def test_threshold_option_overrides_the_models_thresholds(band_model_file: Path,
+                                                          recordings: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    # the tones score 0.5 at most: a 0.6 threshold finds no tone at all
+    out = tmp_path / "out"
+    assert _invoke(str(band_model_file), str(recordings["dawn"]), "-o", str(out),
+                   "--threshold", "0.6").exit_code == 0
+    assert {r["label"] for r in _rows(out / "events.csv")} <= {"background"}
+
+
+def test_channel_each_and_a_chosen_channel(band_model_file: Path, recordings: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    pair = str(recordings["stereo"])
+    assert _invoke(str(band_model_file), pair, "-o", str(tmp_path / "each"),
+                   "--channel", "each").exit_code == 0
+    found = {(r["channel"], r["label"]) for r in _rows(tmp_path / "each" / "events.csv")
+             if r["label"] != "background"}
+    assert found == {("1", "low"), ("2", "high")}
+    assert _invoke(str(band_model_file), pair, "-o", str(tmp_path / "two"),
+                   "--channel", "2").exit_code == 0
+    assert {r["label"] for r in _rows(tmp_path / "two" / "events.csv")} - {"background"} == \
+        {"high"}
+    bad = runner.invoke(app, ["detect", str(band_model_file), pair, "--channel", "left"])
+    assert bad.exit_code == 2 and "channel number" in bad.output
+
+
+def test_plot_writes_a_timeline_png(band_model_file: Path, recordings: dict[str, Path],
+                                    tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _invoke(str(band_model_file), str(recordings["dawn"]), "-o", str(out),
+                   "--plot").exit_code == 0
+    png = out / "files" / f"{output_name(recordings['dawn'])}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_start_time_option_gives_wall_clock_times(band_model_file: Path,
+                                                  recordings: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _invoke(str(band_model_file), str(recordings["stereo"]), "-o", str(out),
+                   "--start-time", "2024-06-01T22:00:00").exit_code == 0
+    high = [r for r in _rows(out / "events.csv") if r["label"] == "high"][0]
+    assert high["start_time"].startswith("2024-06-01T22:00:02")
+    bad = runner.invoke(app, ["detect", str(band_model_file), str(recordings["stereo"]),
+                              "-o", str(out), "--start-time", "noon"])
+    assert bad.exit_code == 2 and "ISO 8601" in bad.output
+
+
+def test_bad_and_broken_files_are_reported_not_fatal(band_model_file: Path,
+                                                     recordings: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    junk = tmp_path / "field" / "junk.wav"
+    junk.write_bytes(b"RIFF nonsense")
+    cut = synth.write(tmp_path / "field" / "cut.wav",
+                      bands.scene([("low", 0.5, 2.0)], 6.0), RATE)
+    cut.write_bytes(cut.read_bytes()[:44 + 2 * 3 * RATE])  # header + the first 3 s
+    out = tmp_path / "out"
+    result = _invoke(str(band_model_file), str(tmp_path / "field"), "-o", str(out), "--strict")
+    assert result.exit_code == 1
+    assert "junk.wav" in result.output and "truncated" in result.output
+    document = json.loads((out / "events.json").read_text())
+    assert [Path(s["path"]).name for s in document["skipped"]] == ["junk.wav"]
+    broken = [f for f in document["files"] if f["path"].endswith("cut.wav")][0]
+    assert broken["failure"]["seconds"] == pytest.approx(3.0, abs=1e-3)
+    assert [e["label"] for e in broken["events"] if e["label"] != "background"] == ["low"]
