@@ -251,7 +251,8 @@ class TrainConfig(JsonConfig):
     backbone and fits a logistic-regression head; ``"auto"`` is ``frozen``
     for a pretrained model and ``finetune`` otherwise. A field the chosen
     recipe does not use must keep its default (the recipe says which).
-    Frozen only: ``embedding`` (the backbone summary), ``time_shifts``
+    Frozen only: ``embedding`` (the backbone summary, e.g. ``"freq"``; parts join
+    with ``"+"``: ``"freq+logits"``), ``time_shifts``
     (circular time shifts embedded per patch, averaged at prediction),
     ``c_grid`` (inverse L2 strengths tried on an inner split) and ``max_iter``
     (L-BFGS iterations). ``val_fraction=None`` is the recipe's own default
@@ -308,7 +309,7 @@ class TrainConfig(JsonConfig):
     augment_policy: dict[str, list[str]] | None = None
     augment_variants: Literal["sample", "all"] = "sample"
     max_train_batches: int | None = None
-    embedding: Literal["pooled", "hidden", "freq"] = "freq"
+    embedding: str = "freq"
     time_shifts: int = 2
     c_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
     max_iter: int = 50
