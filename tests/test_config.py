@@ -51,6 +51,8 @@ def test_non_object_json_is_rejected():
     ({"n_mels": 0}, "n_mels"),
     ({"patch_frames": 0}, "patch_frames"),
     ({"norm_scale": 0.0}, "norm_scale"),
+    ({"min_patch_frames": 0}, "min_patch_frames"),
+    ({"min_patch_frames": 129}, "min_patch_frames"),
 ])
 def test_invalid_values_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -86,3 +88,8 @@ def test_config_files_fail_with_the_file_and_the_problem(tmp_path):
     (tmp_path / "nested.json").write_text('{"features": {"n_mels": "many"}}')
     with pytest.raises(ConfigError, match="nested.json"):
         TrainConfig.load(tmp_path / "nested.json")
+
+
+def test_a_model_file_without_min_patch_frames_pads_short_clips_as_before():
+    old = {k: v for k, v in EFFICIENTAT_FEATURES.to_dict().items() if k != "min_patch_frames"}
+    assert FeatureConfig.from_dict(old).min_patch_frames is None

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tympan.config import EFFICIENTAT_FEATURES, TrainConfig
 from tympan.data.sources import discover
@@ -175,3 +176,27 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
     assert (tmp_path / "f" / "model.safetensors").is_file()
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert metrics["extra"]["augmented_copies"] == 12  # the tone clips' copies only
+
+
+def test_short_clips_embed_at_their_own_length_and_predict_as_in_cv(
+    sound_classes_dir: Path, mn04_weights: Path,
+) -> None:
+    manifest = discover(sound_classes_dir)  # 0.75 s clips: 76 frames, a patch is 500
+    recipe = create_recipe(_frozen(mn04_weights, embedding="freq+logits"))
+    data = recipe.featurise(manifest, workers=1)
+    extractor = recipe.extractor()
+    wave = Predictor.from_model(extractor.model, ["x"], EFFICIENTAT_FEATURES).load(
+        manifest.clips[0].path)
+    spec = extractor.frontend(torch.from_numpy(wave))
+    assert spec.shape[-1] < EFFICIENTAT_FEATURES.patch_frames
+    with torch.no_grad():
+        own = extractor.model.embed_shifted(spec[None], 2).numpy()
+    np.testing.assert_allclose(data.items[0], own, rtol=1e-4, atol=1e-4)  # no padding
+
+    everything = np.arange(len(manifest))
+    fitted = recipe.fit(data, everything, split_seed=0)
+    expected = recipe.predict_proba(fitted, data, everything)
+    model = recipe.export(fitted, len(data.classes))
+    predicted = Predictor.from_model(model, data.classes, EFFICIENTAT_FEATURES).predict_proba(
+        [c.path for c in manifest.clips])
+    np.testing.assert_allclose(predicted, expected, atol=2e-4)

@@ -137,6 +137,11 @@ class FeatureConfig(JsonConfig):
     ``stft_dtype="float64"`` runs the FFT in double precision: torch's float32
     FFT alone drifts up to ~1.3e-3 dB from librosa on a pure tone's -80 dB
     side lobes; the rest of the pipeline stays float32.
+
+    A clip shorter than ``patch_frames`` is one patch: padded to
+    ``patch_frames`` with its floor when ``min_patch_frames`` is None, else
+    kept at its own length and padded only up to ``min_patch_frames`` (for a
+    network that pools over any number of frames: less compute, no silence).
     """
 
     name: str = "seed"
@@ -164,6 +169,7 @@ class FeatureConfig(JsonConfig):
     norm_scale: float = 1.0
     patch_frames: int = 128
     patch_hop_frames: int = 64
+    min_patch_frames: int | None = None
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -182,6 +188,9 @@ class FeatureConfig(JsonConfig):
             )
         if self.patch_frames <= 0 or self.patch_hop_frames <= 0:
             raise ValueError("patch_frames and patch_hop_frames must be positive")
+        if self.min_patch_frames is not None and not 0 < self.min_patch_frames <= self.patch_frames:
+            raise ValueError(f"min_patch_frames must be in (0, patch_frames={self.patch_frames}], "
+                             f"got {self.min_patch_frames}")
         if self.norm_scale == 0:
             raise ValueError("norm_scale must not be zero")
 
@@ -230,6 +239,9 @@ EFFICIENTAT_FEATURES = FeatureConfig(
     norm_scale=5.0,
     patch_frames=500,
     patch_hop_frames=250,
+    # one time bin of the trunk's output (five stride-2 stages): a short clip is embedded at
+    # its own length, every pooled bin made of real frames
+    min_patch_frames=32,
 )
 
 
