@@ -15,6 +15,7 @@ from tympan.data.sources import discover
 from tympan.errors import ConfigError, TympanError
 from tympan.inference.predict import Predictor
 from tympan.models.modelfile import load_model
+from tympan.windows import split_patches
 from tympan.workflows.crossval import cross_validate
 from tympan.workflows.prepared import PreparedData
 from tympan.workflows.recipes import create_recipe
@@ -178,20 +179,23 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
     assert metrics["extra"]["augmented_copies"] == 12  # the tone clips' copies only
 
 
-def test_short_clips_embed_at_their_own_length_and_predict_as_in_cv(
+def test_short_clips_embed_at_1_s_not_5_s_and_predict_as_in_cv(
     sound_classes_dir: Path, mn04_weights: Path,
 ) -> None:
-    manifest = discover(sound_classes_dir)  # 0.75 s clips: 76 frames, a patch is 500
+    manifest = discover(sound_classes_dir)  # 0.75 s clips: padded to 1 s, not to a 5 s patch
     recipe = create_recipe(_frozen(mn04_weights, embedding="freq+logits"))
     data = recipe.featurise(manifest, workers=1)
     extractor = recipe.extractor()
     wave = Predictor.from_model(extractor.model, ["x"], EFFICIENTAT_FEATURES).load(
         manifest.clips[0].path)
     spec = extractor.frontend(torch.from_numpy(wave))
-    assert spec.shape[-1] < EFFICIENTAT_FEATURES.patch_frames
+    min_frames = EFFICIENTAT_FEATURES.min_patch_frames
+    assert min_frames is not None and spec.shape[-1] < min_frames  # 76 frames
+    patch = split_patches(spec, 500, 250, min_frames)
+    assert isinstance(patch, torch.Tensor) and patch.shape == (1, 128, min_frames)  # not 500
     with torch.no_grad():
-        own = extractor.model.embed_shifted(spec[None], 2).numpy()
-    np.testing.assert_allclose(data.items[0], own, rtol=1e-4, atol=1e-4)  # no padding
+        own = extractor.model.embed_shifted(patch, 2).numpy()
+    np.testing.assert_allclose(data.items[0], own, rtol=1e-4, atol=1e-4)
 
     everything = np.arange(len(manifest))
     fitted = recipe.fit(data, everything, split_seed=0)
