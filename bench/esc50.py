@@ -9,7 +9,8 @@ schedule that actually ran (epochs, folds, batch cap: ``"full": false`` when
 shortened), wall time, device, CPU model, commit and command. The work goes
 through tympan's one orchestrator (:func:`tympan.workflows.run.run`) into the
 run folder ``runs/bench/esc50-RECIPE/``, so an interrupted benchmark resumes
-(finished folds are kept); ``--fresh`` starts it again.
+(finished folds are kept), and calls with ``--only-folds`` add folds to one run
+folder (a last call without it records them all); ``--fresh`` starts it again.
 
 A recipe is one :class:`Recipe` in :data:`RECIPES`: a name, a description and
 the :class:`TrainConfig` (its ``mode`` picks finetune or frozen training).
@@ -130,6 +131,15 @@ def schedule(recipe: Recipe, args: argparse.Namespace) -> TrainConfig:
     return recipe.config.replace(**{k: v for k, v in changes.items() if v is not None})
 
 
+def _missing_folds(run_dir: Path, manifest: Manifest) -> bool:
+    """True when ``run_dir`` is a finished run of only some of ``manifest``'s folds."""
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        return False
+    done = json.loads(metrics.read_text()).get("folds", [])
+    return 0 < len(done) < len({c.fold for c in manifest.clips})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     from tympan.workflows.run import run
     from tympan.workflows.runfolder import work_dir_for
 
-    resume = work_dir_for(runs_dir, tag).is_dir() and not args.fresh
+    work, finished = work_dir_for(runs_dir, tag), runs_dir / tag
+    if not args.fresh and not work.is_dir() and _missing_folds(finished, manifest):
+        finished.rename(work)  # an --only-folds run: reopened, its finished folds are kept
+    resume = work.is_dir() and not args.fresh
     outcome = run(manifest, schedule(recipe, args), runs_dir=runs_dir, name=tag, resume=resume,
                   overwrite=True, augmented=augmented_copies(recipe, args),
                   progress=args.progress, only_folds=args.only_folds)

@@ -57,6 +57,8 @@ def test_non_object_json_is_rejected():
     ({"n_mels": 0}, "n_mels"),
     ({"patch_frames": 0}, "patch_frames"),
     ({"norm_scale": 0.0}, "norm_scale"),
+    ({"min_patch_frames": 0}, "min_patch_frames"),
+    ({"min_patch_frames": 129}, "min_patch_frames"),
 ])
 def test_invalid_values_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -100,3 +102,8 @@ def test_workers_and_precision_are_checked_where_they_are_set() -> None:
     with pytest.raises(ValueError, match="precision must be one of auto, 32-true"):
         TrainConfig(precision="bogus")
     assert TrainConfig(precision="bf16-true", num_workers=0).precision == "bf16-true"
+
+
+def test_a_model_file_without_min_patch_frames_pads_short_clips_as_before():
+    old = {k: v for k, v in EFFICIENTAT_FEATURES.to_dict().items() if k != "min_patch_frames"}
+    assert FeatureConfig.from_dict(old).min_patch_frames is None

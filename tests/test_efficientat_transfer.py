@@ -70,3 +70,36 @@ def test_building_a_model_never_loads_weights_unless_asked(monkeypatch: pytest.M
 
     with pytest.raises(TympanError, match=r"TYMPAN_WEIGHTS.*mn04_as_mAP_432\.pt"):
         models.create("mn04_as", 3, pretrained=True)
+
+
+def test_joined_embedding_is_its_parts_from_one_trunk_pass(mn04_weights: Path) -> None:
+    from tympan.models.efficientat import build_mn, convert_upstream_state_dict
+
+    joined = models.create("mn04_as", 3, pretrained=True, weights=mn04_weights,
+                           embedding="freq+freqstd+logits").eval()
+    assert joined.embedding_dim == 1536 + 1536 + 527
+    audioset = build_mn().eval()  # the whole upstream network, AudioSet head included
+    audioset.load_state_dict(convert_upstream_state_dict(
+        torch.load(mn04_weights, weights_only=True)))
+    freq = models.create("mn04_as", 3, pretrained=True, weights=mn04_weights,
+                         embedding="freq").eval()
+    x = torch.randn(2, 128, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = joined.embed(x)
+        fmap = audioset.feature_map(x.unsqueeze(1))
+        torch.testing.assert_close(out[:, :1536], freq.embed(x))
+        torch.testing.assert_close(out[:, 1536:3072], fmap.std(dim=3, correction=0).flatten(1))
+        torch.testing.assert_close(out[:, 3072:], audioset(x.unsqueeze(1)))  # AudioSet logits
+
+
+@pytest.mark.parametrize("embedding", ["freq+freq", "freq+nope", "", "logit"])
+def test_unknown_or_repeated_embedding_parts_are_refused(embedding: str) -> None:
+    with pytest.raises(ValueError, match="embedding must be one of"):
+        models.create("mn04_as", 3, embedding=embedding)
+
+
+def test_short_patches_embed_at_their_own_length() -> None:
+    model = models.create("mn04_as", 3, pretrained=False, embedding="freq+freqmax").eval()
+    with torch.no_grad():
+        assert model.embed(torch.randn(2, 128, 32)).shape == (2, 3072)
+        assert model(torch.randn(2, 128, 41)).shape == (2, 3)

@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from tympan.config import EFFICIENTAT_FEATURES, TrainConfig
 from tympan.data.sources import discover
 from tympan.errors import ConfigError, TympanError
 from tympan.inference.predict import Predictor
 from tympan.models.modelfile import load_model
+from tympan.windows import split_patches
 from tympan.workflows.crossval import cross_validate
 from tympan.workflows.prepared import PreparedData
 from tympan.workflows.recipes import create_recipe
@@ -177,3 +179,30 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
     assert (tmp_path / "f" / "model.safetensors").is_file()
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert metrics["extra"]["augmented_copies"] == 12  # the tone clips' copies only
+
+
+def test_short_clips_embed_at_1_s_not_5_s_and_predict_as_in_cv(
+    sound_classes_dir: Path, mn04_weights: Path,
+) -> None:
+    manifest = discover(sound_classes_dir)  # 0.75 s clips: padded to 1 s, not to a 5 s patch
+    recipe = create_recipe(_frozen(mn04_weights, embedding="freq+logits"))
+    data = recipe.featurise(manifest, workers=1)
+    extractor = recipe.extractor()
+    wave = Predictor.from_model(extractor.model, ["x"], EFFICIENTAT_FEATURES).load(
+        manifest.clips[0].path)
+    spec = extractor.frontend(torch.from_numpy(wave))
+    min_frames = EFFICIENTAT_FEATURES.min_patch_frames
+    assert min_frames is not None and spec.shape[-1] < min_frames  # 76 frames
+    patch = split_patches(spec, 500, 250, min_frames)
+    assert isinstance(patch, torch.Tensor) and patch.shape == (1, 128, min_frames)  # not 500
+    with torch.no_grad():
+        own = extractor.model.embed_shifted(patch, 2).numpy()
+    np.testing.assert_allclose(data.items[0], own, rtol=1e-4, atol=1e-4)
+
+    everything = np.arange(len(manifest))
+    fitted = recipe.fit(data, everything, split_seed=0)
+    expected = recipe.predict_proba(fitted, data, everything)
+    model = recipe.export(fitted, len(data.classes))
+    predicted = Predictor.from_model(model, data.classes, EFFICIENTAT_FEATURES).predict_proba(
+        [c.path for c in manifest.clips])
+    np.testing.assert_allclose(predicted, expected, atol=2e-4)

@@ -257,3 +257,20 @@ def test_a_device_name_torch_does_not_know_is_a_config_error() -> None:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_short_clips_are_scored_at_their_own_length() -> None:
+    model, config = tiny_model(), tiny_features().replace(min_patch_frames=16)
+    waves = [synth.tone(440, 0.3, RATE), *_waves()]  # 0.3 s: 19 frames, under a patch
+    specs = [compute_log_mel(w, config) for w in waves]
+    assert specs[0].shape[-1] < config.patch_frames
+    probs = clip_probabilities(model, specs, config, batch_size=3)
+    with torch.no_grad():
+        own = torch.softmax(model(torch.from_numpy(specs[0])[None]), dim=1)[0].numpy()
+    np.testing.assert_allclose(probs[0], own, rtol=1e-5, atol=1e-6)
+    # the other clips, and a batch of mixed lengths, answer as they do one at a time
+    for spec, row in zip(specs, probs, strict=True):
+        np.testing.assert_allclose(clip_probabilities(model, [spec], config)[0], row,
+                                   rtol=1e-5, atol=1e-6)
+    predictor = Predictor.from_model(model, TINY_CLASSES, config)
+    np.testing.assert_allclose(predictor.predict_proba(waves), probs, rtol=1e-5, atol=1e-6)

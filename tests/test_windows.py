@@ -10,7 +10,14 @@ from conftest import tiny_features
 
 from tympan.config import SEED_FEATURES
 from tympan.features import compute_log_mel
-from tympan.windows import clip_mean, clip_patches, pad_to_patch, patch_starts, split_patches
+from tympan.windows import (
+    clip_mean,
+    clip_patch_groups,
+    clip_patches,
+    pad_to_patch,
+    patch_starts,
+    split_patches,
+)
 
 
 def test_patch_starts_end_align_the_last_patch():
@@ -66,3 +73,27 @@ def test_clip_mean_averages_rows_per_clip() -> None:
         clip_mean(probs, np.array([0, 1]), 2)
 
 
+
+
+def test_min_frames_keeps_a_short_clip_at_its_own_length() -> None:
+    short = np.random.default_rng(1).normal(size=(3, 50)).astype(np.float32)
+    own = split_patches(short, 128, 64, min_frames=32)
+    assert own.shape == (1, 3, 50)
+    np.testing.assert_array_equal(own[0], short)
+    tiny = split_patches(short[:, :20], 128, 64, min_frames=32)
+    assert tiny.shape == (1, 3, 32) and (tiny[0, :, 20:] == short[:, :20].min()).all()
+    long = np.zeros((3, 216), np.float32)
+    assert split_patches(long, 128, 64, min_frames=32).shape == (3, 3, 128)  # unchanged
+
+
+def test_clip_patch_groups_batch_patches_of_one_width() -> None:
+    config = tiny_features().replace(min_patch_frames=8)
+    rng = np.random.default_rng(2)
+    specs = [rng.normal(size=(32, n)).astype(np.float32) for n in (40, 10, 20, 10, 5)]
+    groups = clip_patch_groups(specs, config)
+    assert [g[0].shape[-1] for g in groups] == [32, 20, 10, 8]
+    assert [g[1].tolist() for g in groups] == [[0, 0], [2], [1, 3], [4]]
+    np.testing.assert_array_equal(groups[2][0][1].numpy(), specs[3])
+    with pytest.raises(ValueError, match="clip_patch_groups"):
+        clip_patches(specs, config)
+    assert len(clip_patch_groups(specs, tiny_features())) == 1  # padded to whole patches

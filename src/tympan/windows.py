@@ -3,8 +3,9 @@
 One definition that training, cross-validation, prediction and export share:
 a clip's log-mel ``(n_mels, frames)`` is cut into ``patch_frames``-wide
 patches every ``patch_hop_frames`` (the last one end-aligned, a short clip
-padded with its own minimum), and a clip's probabilities are the mean of its
-patches' softmaxes.
+padded with its own minimum: to a whole patch, or with ``min_patch_frames``
+only up to that, keeping its own length), and a clip's probabilities are the
+mean of its patches' softmaxes.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ def patch_starts(frames: int, patch_frames: int, hop_frames: int) -> list[int]:
 
 
 def split_patches(
-    spec: Tensor | np.ndarray, patch_frames: int = 128, hop_frames: int = 64
+    spec: Tensor | np.ndarray, patch_frames: int = 128, hop_frames: int = 64,
+    min_frames: int | None = None,
 ) -> Tensor | np.ndarray:
     """Cut ``(..., n_mels, frames)`` into ``(..., n_patches, n_mels, patch_frames)``.
 
-    A spectrogram shorter than one patch is padded at the end with its own
-    minimum (the quietest value it holds, i.e. silence on its scale).
+    A spectrogram shorter than one patch is one patch, padded at the end with
+    its own minimum (the quietest value it holds, i.e. silence on its scale):
+    to ``patch_frames``, or with ``min_frames`` only up to ``min_frames``
+    (``(..., 1, n_mels, max(frames, min_frames))``).
     """
     frames = spec.shape[-1]
+    if frames < patch_frames and min_frames is not None:
+        patch_frames = max(frames, min(min_frames, patch_frames))
     if frames < patch_frames:
         missing = patch_frames - frames
         if isinstance(spec, np.ndarray):
@@ -62,6 +68,38 @@ def pad_to_patch(spec: np.ndarray, patch_frames: int) -> np.ndarray:
     return np.asarray(split_patches(spec, patch_frames, patch_frames)[0])
 
 
+def clip_patch_groups(
+    specs: Sequence[Tensor | np.ndarray] | Tensor, config: FeatureConfig
+) -> list[tuple[Tensor, np.ndarray]]:
+    """Cut each clip's log-mel ``(n_mels, frames)`` into patches, grouped by patch width.
+
+    Patching is :func:`split_patches` with the config's ``patch_frames``,
+    ``patch_hop_frames`` and ``min_patch_frames``. Returns one
+    ``(patches (n, n_mels, width) float32, clip index per patch (n,) int64)``
+    pair per width, widest first; without ``min_patch_frames`` there is one.
+
+    Raises:
+        ValueError: no spectrograms, or one that is not 2-D.
+    """
+    by_width: dict[int, tuple[list[Tensor], list[np.ndarray]]] = {}
+    for i, spec in enumerate(specs):
+        # a copy: cached spectrograms are read-only memmap views
+        spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
+        if spec_t.ndim != 2:
+            raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "
+                             f"{tuple(spec_t.shape)}")
+        patches = split_patches(spec_t, config.patch_frames, config.patch_hop_frames,
+                                config.min_patch_frames)
+        assert isinstance(patches, Tensor)
+        pieces, owners = by_width.setdefault(patches.shape[-1], ([], []))
+        pieces.append(patches)
+        owners.append(np.full(patches.shape[0], i, dtype=np.int64))
+    if not by_width:
+        raise ValueError("no spectrograms given")
+    return [(torch.cat(by_width[w][0]), np.concatenate(by_width[w][1]))
+            for w in sorted(by_width, reverse=True)]
+
+
 def clip_patches(
     specs: Sequence[Tensor | np.ndarray] | Tensor, config: FeatureConfig
 ) -> tuple[Tensor, np.ndarray]:
@@ -69,24 +107,18 @@ def clip_patches(
 
     Returns ``(n_patches_total, n_mels, patch_frames)`` float32 and, per patch,
     the index of its clip ``(n_patches_total,)`` int64 (clips may differ in
-    length). Patching is :func:`tympan.features.split_patches` with the
-    config's patch size and hop (a clip shorter than a patch is padded).
+    length). Patching is :func:`split_patches` with the config's patch size
+    and hop (a clip shorter than a patch is padded).
+
+    Raises:
+        ValueError: with ``min_patch_frames``, short clips gave patches of other
+            widths (use :func:`clip_patch_groups`).
     """
-    pieces: list[Tensor] = []
-    owners: list[np.ndarray] = []
-    for i, spec in enumerate(specs):
-        # a copy: cached spectrograms are read-only memmap views
-        spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
-        if spec_t.ndim != 2:
-            raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "
-                             f"{tuple(spec_t.shape)}")
-        patches = split_patches(spec_t, config.patch_frames, config.patch_hop_frames)
-        assert isinstance(patches, Tensor)
-        pieces.append(patches)
-        owners.append(np.full(patches.shape[0], i, dtype=np.int64))
-    if not pieces:
-        raise ValueError("no spectrograms given")
-    return torch.cat(pieces), np.concatenate(owners)
+    groups = clip_patch_groups(specs, config)
+    if len(groups) > 1:
+        raise ValueError(f"patches of {len(groups)} widths ({config.name} keeps short clips "
+                         "at their own length): use clip_patch_groups")
+    return groups[0]
 
 
 def clip_mean(patch_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:

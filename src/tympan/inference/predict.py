@@ -29,7 +29,7 @@ from tympan.inference.prediction import (  # re-exported: their home before the 
     top_k,
 )
 from tympan.models.modelfile import LoadedModel, ModelMetadata
-from tympan.windows import clip_mean, clip_patches
+from tympan.windows import clip_mean, clip_patch_groups, clip_patches  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 
@@ -91,10 +91,14 @@ def clip_probabilities(
 
     ``specs`` are clip log-mels ``(n_mels, frames)`` (lengths may differ) or a
     ``(n_clips, n_mels, frames)`` tensor; ``batch_size`` is patches per forward
-    pass. The one definition training, cross-validation and prediction share.
+    pass. The one definition training, cross-validation and prediction share;
+    a clip shorter than a patch is scored at its own length when the config
+    has ``min_patch_frames`` (patches of one width go through together).
     """
-    patches, clip_index = clip_patches(specs, config)
-    probs = patch_probabilities(model, patches, batch_size=batch_size)
+    groups = clip_patch_groups(specs, config)
+    probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size)
+                            for patches, _ in groups])
+    clip_index = np.concatenate([owners for _, owners in groups])
     return clip_mean(probs, clip_index, int(clip_index.max()) + 1)
 
 

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from tympan.config import EFFICIENTAT_FEATURES
 from tympan.models import pretrained as pretrained_registry
 from tympan.models.efficientat import (
-    EMBEDDINGS,
     EfficientATNet,
     build_mn,
     convert_upstream_state_dict,
@@ -35,44 +34,86 @@ def trunk_bins(size: int) -> int:
     return size
 
 
+EMBEDDING_PARTS = ("pooled", "hidden", "logits", "freq", "freqmax", "freqstd")
+
+
+def embedding_parts(embedding: str) -> list[str]:
+    """The parts of an embedding name: ``"freq+logits"`` → ``["freq", "logits"]``.
+
+    Raises:
+        ValueError: a part is unknown or repeated.
+    """
+    parts = embedding.split("+")
+    unknown = [p for p in parts if p not in EMBEDDING_PARTS]
+    if unknown or len(set(parts)) != len(parts):
+        raise ValueError(f"embedding must be one of {EMBEDDING_PARTS} or several joined by '+' "
+                         f"without repeats (e.g. 'freq+logits'), got {embedding!r}")
+    return parts
+
+
 class EfficientATBackbone(nn.Module):
     """The pretrained part of a transfer model: ``(batch, 1, n_mels, frames)`` → ``(batch, dim)``.
 
     ``embedding`` says how the trunk's ``(channels, freq', time')`` output is
     summarised: ``"pooled"`` averages over (freq, time) (``embedding_dim`` =
     384 at width 0.4); ``"hidden"`` adds the AudioSet head's first layer and
-    its Hardswish (``head_dim`` = 512); ``"freq"`` averages over time only and
-    keeps the frequency bins (384 × 4 = 1536 for 128 mels), so where in the
-    spectrum a pattern sits is not averaged away.
+    its Hardswish (``head_dim`` = 512); ``"logits"`` is the AudioSet head's
+    output (527 tag logits); ``"freq"`` averages over time only and keeps the
+    frequency bins (384 × 4 = 1536 for 128 mels), so where in the spectrum a
+    pattern sits is not averaged away; ``"freqmax"`` / ``"freqstd"`` take the
+    maximum / standard deviation over time instead. Parts joined by ``"+"``
+    (``"freq+logits"``) are concatenated in that order, from one trunk pass.
+    Any number of frames works; every time bin of the output is pooled.
     """
 
     def __init__(self, width: float = 0.4, embedding: str = "pooled", n_mels: int = 128) -> None:
         super().__init__()
-        if embedding not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        self.parts = embedding_parts(embedding)
         reference = EfficientATNet(width=width)
         self.embedding = embedding
         self.features = reference.features
         self.hidden: nn.Sequential | None = None
-        self.out_dim = reference.embedding_dim
-        if embedding == "hidden":
+        self.logits: nn.Linear | None = None
+        if "hidden" in self.parts or "logits" in self.parts:
             self.hidden = nn.Sequential(reference.classifier[2], nn.Hardswish())
-            self.out_dim = reference.head_dim
-        elif embedding == "freq":
-            self.out_dim = reference.embedding_dim * trunk_bins(n_mels)
+        if "logits" in self.parts:
+            layer = reference.classifier[5]
+            assert isinstance(layer, nn.Linear)
+            self.logits = layer
+        sizes = {"pooled": reference.embedding_dim, "hidden": reference.head_dim,
+                 "logits": reference.n_classes}
+        per_freq = reference.embedding_dim * trunk_bins(n_mels)
+        self.part_dims = [sizes.get(p, per_freq) for p in self.parts]
+        self.out_dim = sum(self.part_dims)
 
     def forward(self, x: Tensor) -> Tensor:
         fmap = self.features(x)
-        if self.embedding == "freq":
-            return fmap.mean(dim=3).flatten(1)
         pooled = fmap.mean(dim=(2, 3))
-        return self.hidden(pooled) if self.hidden is not None else pooled
+        hidden = self.hidden(pooled) if self.hidden is not None else None
+        out: list[Tensor] = []
+        for part in self.parts:
+            if part == "pooled":
+                out.append(pooled)
+            elif part == "hidden":
+                assert hidden is not None
+                out.append(hidden)
+            elif part == "logits":
+                assert self.logits is not None and hidden is not None
+                out.append(self.logits(hidden))
+            elif part == "freq":
+                out.append(fmap.mean(dim=3).flatten(1))
+            elif part == "freqmax":
+                out.append(fmap.amax(dim=3).flatten(1))
+            else:  # freqstd; one time bin has no spread
+                std = fmap.std(dim=3, correction=0)
+                out.append(std.flatten(1))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def load_upstream(self, state: Mapping[str, Tensor]) -> None:
         """Load the trunk (and first head layer) from a full :class:`EfficientATNet` state dict.
 
         Every tensor this module holds must be present (strict for the part
-        kept); the AudioSet output layer is dropped.
+        kept); the AudioSet output layer is dropped unless ``"logits"`` is embedded.
 
         Raises:
             RuntimeError: keys are missing or shapes disagree.
@@ -83,6 +124,8 @@ class EfficientATBackbone(nn.Module):
                 wanted[key] = value
             elif key.startswith("classifier.2.") and self.hidden is not None:
                 wanted["hidden.0." + key.removeprefix("classifier.2.")] = value
+            elif key.startswith("classifier.5.") and self.logits is not None:
+                wanted["logits." + key.removeprefix("classifier.5.")] = value
         self.load_state_dict(wanted, strict=True)
 
 
@@ -215,7 +258,9 @@ def mn04_as(
     """EfficientAT mn04: AudioSet-pretrained MobileNetV3 (1 M parameters) plus a new head.
 
     ``embedding`` is ``"pooled"`` (384-d), ``"hidden"`` (512-d, the AudioSet
-    head's first layer) or ``"freq"`` (1536-d, time-averaged per frequency bin);
+    head's first layer), ``"logits"`` (527 AudioSet tag logits), ``"freq"`` (1536-d,
+    time-averaged per frequency bin), ``"freqmax"``/``"freqstd"`` (1536-d, max / std
+    over time per bin) or several joined by ``"+"`` (see :class:`EfficientATBackbone`);
     ``head_hidden`` > 0 makes the head an MLP;
     ``time_shifts`` > 1 averages over circular time shifts at inference. See
     :func:`build_transfer_model` for ``pretrained`` (off by default: building a
@@ -255,8 +300,10 @@ MN04_AS = pretrained_registry.register_pretrained(
 __all__ = [
     "EfficientATBackbone",
     "EfficientATClassifier",
+    "EMBEDDING_PARTS",
     "MN04_AS",
     "build_transfer_model",
+    "embedding_parts",
     "mn04_as",
     "trunk_bins",
 ]

@@ -1,7 +1,8 @@
 """Frozen-backbone embeddings of log-mel patches, for the frozen recipe and the cache.
 
 Each clip's log-mel is cut into patches exactly as prediction cuts it
-(:mod:`tympan.windows`); each patch and its ``time_shifts`` circular time
+(:mod:`tympan.windows`: a short clip keeps its own length when the front end
+has ``min_patch_frames``); each patch and its ``time_shifts`` circular time
 shifts go through the frozen backbone once. :attr:`EmbeddingExtractor.extractor_id`
 names everything that changes the output, so the feature cache keys on it.
 """
@@ -17,7 +18,7 @@ from torch import nn
 
 from tympan.config import FeatureConfig
 from tympan.features import LogMel
-from tympan.windows import split_patches
+from tympan.windows import clip_patch_groups
 
 
 class EmbeddingExtractor:
@@ -49,22 +50,16 @@ class EmbeddingExtractor:
 
     @torch.inference_mode()
     def __call__(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        c = self.feature_config
-        patches, owners = [], []
-        for i, wave in enumerate(waves):
-            spec = self.frontend(torch.as_tensor(np.asarray(wave, dtype=np.float32)))
-            cut = split_patches(spec, c.patch_frames, c.patch_hop_frames)
-            assert isinstance(cut, torch.Tensor)
-            patches.append(cut)
-            owners += [i] * cut.shape[0]
-        stacked = torch.cat(patches)
+        specs = [self.frontend(torch.as_tensor(np.asarray(w, dtype=np.float32))) for w in waves]
         embed_shifted = self.model.embed_shifted
         assert callable(embed_shifted)
-        out = torch.cat([
-            embed_shifted(stacked[s:s + self.batch_size], self.time_shifts)
-            for s in range(0, stacked.shape[0], self.batch_size)
-        ]).numpy()
-        index = np.asarray(owners)
+        outs, owners = [], []
+        for stacked, index in clip_patch_groups(specs, self.feature_config):
+            outs += [embed_shifted(stacked[s:s + self.batch_size], self.time_shifts).numpy()
+                     for s in range(0, stacked.shape[0], self.batch_size)]
+            owners.append(index)
+        out, index = np.concatenate(outs), np.concatenate(owners)
+        # patches of one clip share a width, so their order within the clip is kept
         return [np.ascontiguousarray(out[index == i], dtype=np.float32) for i in range(len(waves))]
 
 

@@ -66,11 +66,12 @@ class NetworkRecipe(Recipe):
     default_val_fraction = 0.15
 
     def feature_config(self) -> FeatureConfig:
-        if self.config.features is not None:
-            return self.config.features
         from tympan import models
 
-        return models.default_features(self.config.model)
+        features = self.config.features or models.default_features(self.config.model)
+        # training batches hold whole patches, so a short clip is padded to one for training,
+        # validation and the model file alike (the frozen recipe keeps its own length)
+        return features.replace(min_patch_frames=None)
 
     def featurise(self, manifest: Manifest, *, cache: Any = None, workers: int = 2,
                   progress: bool = False) -> PreparedData:

@@ -1,0 +1,247 @@
+"""Frozen-mn04 variants on ESC-50's own 5 folds: which CPU recipe is most accurate.
+
+    nice -n 10 python bench/accuracy_cpu.py                 # every variant with <= 2 shifts
+    nice -n 10 python bench/accuracy_cpu.py --shifts 4      # and the 4-shift ones (2x trunk)
+    nice -n 10 python bench/accuracy_cpu.py --only "freq (default)" freq+logits
+
+One trunk pass serves every variant: each clip is embedded once with the
+widest summary (:data:`SUPERSET`: per-frequency mean, max and std over time,
+the AudioSet hidden layer and logits) at ``--shifts`` circular time shifts
+(variants with more are skipped), through the frozen recipe's own featurising and the feature cache.
+A variant is a :class:`TrainConfig`; its embedding parts and time shifts are
+column and shift slices of that superset (exactly what embedding it alone
+computes: the parts are pooled independently from one feature map, and shift
+``k`` of ``n`` is shift ``k·S/n`` of ``S``), and it is cross-validated by
+:func:`tympan.workflows.crossval.cross_validate` with the recipe its config
+makes. ``"pooled"`` is the mean of ``"freq"`` over its frequency bins.
+
+Writes ``bench/results/accuracy-cpu.json``: per variant the accuracy (mean,
+std, per fold), the head's cross-validation seconds and an estimated wall
+time on an empty cache (the superset pass scaled by the variant's share of
+trunk passes, plus its CV), with the machine's load average, command, commit
+and CPU model. The machine may be shared: the load average says how much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from provenance import cpu_model, git_commit
+
+from tympan.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+SUPERSET = "freq+freqmax+freqstd+hidden+logits"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named frozen recipe: its :class:`TrainConfig` says embedding, shifts and C grid."""
+
+    name: str
+    config: TrainConfig
+
+
+def _frozen(**kw: Any) -> TrainConfig:
+    return TrainConfig(model="mn04_as", mode="frozen", **kw)
+
+
+WIDE_C = (0.03, 0.1, 0.3, 1.0, 3.0)
+VARIANTS = [
+    Variant("freq (default)", _frozen()),
+    Variant("freq, 1 shift", _frozen(time_shifts=1)),
+    Variant("freq, 4 shifts", _frozen(time_shifts=4)),
+    Variant("pooled", _frozen(embedding="pooled")),
+    Variant("hidden", _frozen(embedding="hidden")),
+    Variant("logits", _frozen(embedding="logits")),
+    Variant("freq+hidden", _frozen(embedding="freq+hidden")),
+    Variant("freq+logits", _frozen(embedding="freq+logits")),
+    Variant("freq+logits, 4 shifts", _frozen(embedding="freq+logits", time_shifts=4)),
+    Variant("freq+freqmax", _frozen(embedding="freq+freqmax")),
+    Variant("freq+freqstd", _frozen(embedding="freq+freqstd")),
+    Variant("freq+freqstd+logits", _frozen(embedding="freq+freqstd+logits")),
+    Variant("freq+freqmax+logits", _frozen(embedding="freq+freqmax+logits")),
+    Variant("freq+logits, wide C", _frozen(embedding="freq+logits", c_grid=WIDE_C)),
+    Variant("all parts", _frozen(embedding=SUPERSET)),
+]
+
+
+def part_columns(layout: list[tuple[str, int]], embedding: str) -> np.ndarray:
+    """Column indices into the superset of ``embedding``'s parts, in its order."""
+    starts, at = {}, 0
+    for part, dim in layout:
+        starts[part] = (at, dim)
+        at += dim
+    cols = []
+    for part in embedding.split("+"):
+        if part == "pooled":
+            continue  # derived from freq, see slice_variant
+        begin, dim = starts[part]
+        cols.append(np.arange(begin, begin + dim))
+    return np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+
+
+def slice_variant(items: list[np.ndarray], layout: list[tuple[str, int]],
+                  config: TrainConfig, n_freq_bins: int, super_shifts: int) -> list[np.ndarray]:
+    """Each clip's ``(patches, super_shifts, superset_dim)`` cut to the variant's
+    ``(patches, time_shifts, dim)``."""
+    if super_shifts % config.time_shifts:
+        raise ValueError(f"time_shifts {config.time_shifts} does not divide {super_shifts}")
+    shifts = np.arange(config.time_shifts) * (super_shifts // config.time_shifts)
+    parts = config.embedding.split("+")
+    cols = part_columns(layout, config.embedding)
+    freq_begin = part_columns(layout, "freq")[0]
+    freq_dim = dict(layout)["freq"]
+    out = []
+    for e in items:
+        e = e[:, shifts]
+        pieces = []
+        for part in parts:
+            if part == "pooled":
+                freq = e[..., freq_begin:freq_begin + freq_dim]
+                pieces.append(freq.reshape(*freq.shape[:-1], -1, n_freq_bins).mean(axis=-1))
+            else:
+                pieces.append(e[..., part_columns(layout, part)])
+        out.append(np.ascontiguousarray(np.concatenate(pieces, axis=-1), dtype=np.float32))
+    assert cols is not None
+    return out
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def evaluate(variant: Variant) -> dict[str, Any]:
+    """Cross-validate one variant on the shared superset embeddings (see :data:`_SHARED`)."""
+    import torch
+
+    from tympan.workflows.crossval import cross_validate
+    from tympan.workflows.prepared import PreparedData
+    from tympan.workflows.recipes import create_recipe
+
+    shared = _SHARED
+    if shared["jobs"] > 1:
+        torch.set_num_threads(1)  # one core per forked worker
+    data = shared["data"]
+    recipe = create_recipe(variant.config)
+    sliced = PreparedData(data.manifest, slice_variant(shared["items"], shared["layout"],
+                                                       variant.config, shared["n_bins"],
+                                                       shared["shifts"]),
+                          data.feature_config)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    cv = cross_validate(recipe, sliced)
+    cv_seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    summary = cv.summary()
+    share = variant.config.time_shifts / shared["shifts"]
+    row = {
+        "name": variant.name,
+        "embedding": variant.config.embedding,
+        "time_shifts": variant.config.time_shifts,
+        "c_grid": list(variant.config.c_grid),
+        "dim": int(sliced.items[0].shape[-1]),
+        "accuracy_mean": summary["accuracy_mean"],
+        "accuracy_std": summary["accuracy_std"],
+        "folds": {f["fold"]: f["accuracy"] for f in summary["folds"]},
+        "C": {f.fold: f.info.get("C") for f in cv.folds},
+        "cv_seconds": round(cv_seconds, 1),
+        "cv_cpu_seconds": round(cpu, 1),
+        "estimated_wall_seconds_empty_cache": round(
+            shared["featurise_seconds"] * share + cv_seconds, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    print(f"{variant.name:28s} {row['accuracy_mean']:.2%} ± {row['accuracy_std']:.2%}  "
+          f"folds {list(row['folds'].values())}  cv {cv_seconds:.0f} s", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get(
+        "TYMPAN_DATA", "/work/shared/datasets")) / "esc50")
+    parser.add_argument("--only", nargs="+", help="variant names to run (default: all)")
+    parser.add_argument("--shifts", type=int, default=2,
+                        help="time shifts of the shared trunk pass (variants need a divisor)")
+    parser.add_argument("--cold-seconds", type=float,
+                        help="wall seconds of the superset pass on an empty cache, when this "
+                             "run found it cached (from the run that computed it)")
+    parser.add_argument("--jobs", type=int, default=1, help="variants fitted in parallel")
+    parser.add_argument("--out", type=Path, default=RESULTS / "accuracy-cpu.json")
+    args = parser.parse_args(argv)
+    commit = git_commit()
+    load_before = os.getloadavg()
+
+    import torch
+
+    from tympan.data.sources import discover
+    from tympan.models.efficientat_transfer import trunk_bins
+    from tympan.workflows.recipes import create_recipe
+
+    manifest = discover(args.data)
+    wide = create_recipe(_frozen(embedding=SUPERSET, time_shifts=args.shifts))
+    started = time.perf_counter()
+    data = wide.featurise(manifest, progress=True)
+    featurise_seconds = time.perf_counter() - started
+    backbone = wide.extractor().model.backbone
+    layout = list(zip(backbone.parts, backbone.part_dims, strict=True))
+    n_bins = trunk_bins(data.feature_config.n_mels)
+    items = [np.asarray(x) for x in data.items]
+
+    chosen = [v for v in VARIANTS if (args.only is None or v.name in args.only)
+              and args.shifts % v.config.time_shifts == 0]
+    _SHARED.update(items=items, layout=layout, n_bins=n_bins, data=data, shifts=args.shifts,
+                   featurise_seconds=args.cold_seconds or featurise_seconds, jobs=args.jobs)
+    if args.jobs > 1:  # forked workers share the embeddings; each fits its variants' heads
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("fork")) as pool:
+            rows = list(pool.map(evaluate, chosen))
+    else:
+        rows = [evaluate(v) for v in chosen]
+    previous: dict[str, Any] = {}  # variants measured by earlier --only runs are kept
+    if args.out.is_file():
+        previous = {r["name"]: r for r in json.loads(args.out.read_text()).get("variants", [])}
+    for row in rows:
+        previous.pop(row["name"], None)
+    kept = list(previous.values())
+    result = {
+        "benchmark": "frozen mn04_as variants, ESC-50 5-fold (the dataset's folds)",
+        "dataset": {"path": str(args.data), "n_clips": len(data.manifest),
+                    "fingerprint": data.manifest.fingerprint()},
+        "superset": {"embedding": SUPERSET, "time_shifts": args.shifts,
+                     "featurise_seconds_this_run": round(featurise_seconds, 1),
+                     "featurise_seconds_empty_cache": args.cold_seconds or round(
+                         featurise_seconds, 1)},
+        "variants": rows + kept,
+        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "load_average_start": [round(x, 2) for x in load_before],
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                    "shared": "the two cores are shared with other engineers' jobs: "
+                              "wall times are upper bounds of an idle machine's"},
+        "commit": commit,
+        "command": " ".join(["python", "bench/accuracy_cpu.py", *(argv or sys.argv[1:])]),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    from tympan.fileio import atomic_write_text
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
