@@ -157,6 +157,17 @@ def test_speed_options_change_the_module_not_the_model(tiny_onnx: tuple[Path, Pa
         ExportOptions(stft="fft")  # type: ignore[arg-type]
 
 
+def test_a_model_that_keeps_short_clips_short_is_not_exported(
+        tiny_onnx: tuple[Path, Path]) -> None:
+    import dataclasses
+
+    loaded = load_model(tiny_onnx[0])
+    short = dataclasses.replace(loaded, metadata=loaded.metadata.replace(
+        feature_config=loaded.feature_config.replace(min_patch_frames=8).to_dict()))
+    with pytest.raises(ModelFileError, match="min_patch_frames=8.*not exported"):
+        waveform_classifier(short)
+
+
 def test_export_refuses_to_overwrite(tiny_onnx: tuple[Path, Path]) -> None:
     with pytest.raises(ModelFileError, match="already exists"):
         export_onnx(load_model(tiny_onnx[0]), tiny_onnx[1])

@@ -182,16 +182,20 @@ def test_cli_trains_a_frozen_model(sound_classes_dir: Path, mn04_weights: Path,
 
 
 def test_short_clips_embed_at_1_s_not_5_s_and_predict_as_in_cv(
-    sound_classes_dir: Path, mn04_weights: Path,
+    sound_classes_dir: Path, mn04_weights: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from tympan import models
+
+    short_front = EFFICIENTAT_FEATURES.replace(min_patch_frames=100)
+    monkeypatch.setattr(models, "default_features", lambda name: short_front)
     manifest = discover(sound_classes_dir)  # 0.75 s clips: padded to 1 s, not to a 5 s patch
     recipe = create_recipe(_frozen(mn04_weights, embedding="freq+logits"))
     data = recipe.featurise(manifest, workers=1)
     extractor = recipe.extractor()
-    wave = Predictor.from_model(extractor.model, ["x"], EFFICIENTAT_FEATURES).load(
+    wave = Predictor.from_model(extractor.model, ["x"], short_front).load(
         manifest.clips[0].path)
     spec = extractor.frontend(torch.from_numpy(wave))
-    min_frames = EFFICIENTAT_FEATURES.min_patch_frames
+    min_frames = short_front.min_patch_frames
     assert min_frames is not None and spec.shape[-1] < min_frames  # 76 frames
     patch = split_patches(spec, 500, 250, min_frames)
     assert isinstance(patch, torch.Tensor) and patch.shape == (1, 128, min_frames)  # not 500
@@ -203,6 +207,6 @@ def test_short_clips_embed_at_1_s_not_5_s_and_predict_as_in_cv(
     fitted = recipe.fit(data, everything, split_seed=0)
     expected = recipe.predict_proba(fitted, data, everything)
     model = recipe.export(fitted, len(data.classes))
-    predicted = Predictor.from_model(model, data.classes, EFFICIENTAT_FEATURES).predict_proba(
+    predicted = Predictor.from_model(model, data.classes, short_front).predict_proba(
         [c.path for c in manifest.clips])
     np.testing.assert_allclose(predicted, expected, atol=2e-4)

@@ -119,8 +119,15 @@ def waveform_classifier(loaded: LoadedModel, options: ExportOptions = ExportOpti
     """The exportable module for ``loaded`` (a copy: ``loaded.model`` is not changed).
 
     Raises:
-        ModelFileError: ``options.time_shifts`` is set for a model without time shifts.
+        ModelFileError: ``options.time_shifts`` is set for a model without time shifts;
+            the model keeps short clips at their own length (``min_patch_frames``).
     """
+    if loaded.feature_config.min_patch_frames is not None:
+        raise ModelFileError(
+            f"model {loaded.metadata.model_name!r} keeps short clips at their own length "
+            f"(min_patch_frames={loaded.feature_config.min_patch_frames}); the ONNX graph pads "
+            "every short clip to a whole patch and would answer differently: not exported"
+        )
     network = copy.deepcopy(loaded.model).cpu().eval()
     if options.time_shifts is not None:
         if not hasattr(network, "time_shifts"):
