@@ -21,7 +21,7 @@ import numpy as np
 from tympan.audio import load_audio
 from tympan.config import FeatureConfig
 from tympan.errors import AudioError, ModelFileError, ModelOutputError
-from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction, top_k
+from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction, predict_in_chunks, top_k
 
 #: What :meth:`OnnxPredictor.predict_proba` accepts: a path or a mono waveform at the model's rate.
 OnnxItem = str | Path | np.ndarray
@@ -171,29 +171,8 @@ class OnnxPredictor:
 
         ``progress`` (optional) is called with the number of files finished after each chunk.
         """
-        files = [Path(p) for p in paths]
-        results: list[Prediction] = []
-        for start in range(0, len(files), self.batch_size):
-            chunk = files[start:start + self.batch_size]
-            waves: list[np.ndarray] = []
-            slots: list[int] = []
-            for path in chunk:
-                try:
-                    waves.append(self.load(path))
-                except AudioError as exc:
-                    results.append(Prediction(path, self.classes, error=exc.reason))
-                    continue
-                slots.append(len(results))
-                results.append(Prediction(path, self.classes))
-            if waves:
-                for slot, row in zip(slots, self.forward(waves), strict=True):
-                    if np.isfinite(row).all():
-                        results[slot].probabilities = row
-                    else:
-                        results[slot].error = NON_FINITE_OUTPUT
-            if progress is not None:
-                progress(len(chunk))
-        return results
+        return predict_in_chunks(paths, self.classes, self.batch_size, self.load,
+                                 self.forward, progress)
 
 
 def is_onnx_model(path: str | Path) -> bool:

@@ -20,12 +20,13 @@ from torch import Tensor, nn
 
 from tympan.audio import load_audio
 from tympan.config import FeatureConfig
-from tympan.errors import AudioError, ConfigError, ModelOutputError
+from tympan.errors import ConfigError, ModelOutputError
 from tympan.features import LogMel
 from tympan.inference.prediction import (  # re-exported: their home before the torch-free split
     NON_FINITE_OUTPUT,
     Prediction,
     collect_audio_files,
+    predict_in_chunks,
     top_k,
 )
 from tympan.models.modelfile import LoadedModel, ModelMetadata
@@ -223,31 +224,8 @@ class Predictor:
 
         ``progress`` (optional) is called with the number of files finished after each chunk.
         """
-        files = [Path(p) for p in paths]
-        results: list[Prediction] = []
-        for chunk in self._chunks(files):
-            specs: list[Tensor] = []
-            slots: list[int] = []
-            for path in chunk:
-                try:
-                    specs.append(self.preprocess(path))
-                except AudioError as exc:
-                    results.append(Prediction(path, self.classes, error=exc.reason))
-                    continue
-                except ValueError as exc:  # e.g. too few samples for the front end's padding
-                    results.append(Prediction(path, self.classes, error=str(exc)))
-                    continue
-                slots.append(len(results))
-                results.append(Prediction(path, self.classes))
-            if specs:
-                for slot, row in zip(slots, self.forward(specs), strict=True):
-                    if np.isfinite(row).all():
-                        results[slot].probabilities = row
-                    else:
-                        results[slot].error = NON_FINITE_OUTPUT
-            if progress is not None:
-                progress(len(chunk))
-        return results
+        return predict_in_chunks(paths, self.classes, self.batch_size, self.preprocess,
+                                 self.forward, progress)
 
 
 __all__ = [

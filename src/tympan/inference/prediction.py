@@ -7,7 +7,7 @@ a runtime-only install (``tympan[runtime]``) can use it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,4 +106,46 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     return files, bad
 
 
-__all__ = ["NON_FINITE_OUTPUT", "Prediction", "collect_audio_files", "top_k"]
+def predict_in_chunks(paths: Iterable[str | Path], classes: Sequence[str], chunk_size: int,
+                      prepare: Callable[[Path], Any],
+                      forward: Callable[[list[Any]], np.ndarray],
+                      progress: Callable[[int], None] | None = None) -> list[Prediction]:
+    """Every file's :class:`Prediction`, ``chunk_size`` files at a time.
+
+    ``prepare(path)`` decodes one file (an :class:`AudioError` or ``ValueError``
+    makes that file's error, not the run's); ``forward`` turns a chunk's prepared
+    inputs into ``(n, n_classes)`` probabilities; a row that is not finite becomes
+    the file's error. ``progress`` is called with the files finished per chunk.
+    """
+    from tympan.errors import AudioError
+
+    files = [Path(p) for p in paths]
+    results: list[Prediction] = []
+    step = max(1, chunk_size)
+    for start in range(0, len(files), step):
+        chunk = files[start:start + step]
+        inputs: list[Any] = []
+        slots: list[int] = []
+        for path in chunk:
+            try:
+                inputs.append(prepare(path))
+            except AudioError as exc:
+                results.append(Prediction(path, list(classes), error=exc.reason))
+                continue
+            except ValueError as exc:  # e.g. too few samples for the front end's padding
+                results.append(Prediction(path, list(classes), error=str(exc)))
+                continue
+            slots.append(len(results))
+            results.append(Prediction(path, list(classes)))
+        if inputs:
+            for slot, row in zip(slots, forward(inputs), strict=True):
+                if np.isfinite(row).all():
+                    results[slot].probabilities = row
+                else:
+                    results[slot].error = NON_FINITE_OUTPUT
+        if progress is not None:
+            progress(len(chunk))
+    return results
+
+
+__all__ = ["NON_FINITE_OUTPUT", "Prediction", "collect_audio_files", "predict_in_chunks", "top_k"]
