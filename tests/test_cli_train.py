@@ -149,6 +149,10 @@ def test_options_a_recipe_cannot_use_are_usage_errors(sound_classes_dir: Path,
                                  "--epochs", "5", "--mixup", "0.2", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "--epochs, --mixup do nothing with --mode frozen" in " ".join(result.output.split())
+    result = runner.invoke(app, ["train", str(sound_classes_dir), "--mode", "frozen",
+                                 "--devices", "2", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--devices does nothing with --mode frozen" in " ".join(result.output.split())
     result = runner.invoke(app, ["train", str(sound_classes_dir), "--model", "cnn-s",
                                  "--mode", "frozen", "--runs-dir", str(tmp_path)])
     assert result.exit_code != 0 and "needs a pretrained model" in str(result.exception)
@@ -165,3 +169,59 @@ def test_an_unknown_pretrained_name_is_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(UnknownPretrainedError, match="unknown pretrained backbone 'mn99'.*mn04"):
         get_pretrained("mn99")
+
+
+def _steps_per_epoch(metrics_csv: Path) -> float:
+    import csv
+
+    with metrics_csv.open() as f:
+        rows = list(csv.DictReader(f))
+    return (max(int(r["step"]) for r in rows) + 1) / (max(int(r["epoch"]) for r in rows) + 1)
+
+
+@pytest.mark.slow
+def test_train_on_two_ddp_processes_matches_one_process(sound_classes_dir: Path,
+                                                        tmp_path: Path) -> None:
+    """`tympan train --devices 2` (Lightning launches the second process; gloo on the CPU):
+    one run folder, every clip scored once, the steps and accuracy of one process whose
+    batch holds both processes' patches."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    recipe = tmp_path / "recipe.json"
+    TrainConfig(model="cnn-s", mode="finetune", features=DEMO_FEATURES, epochs=8, lr=3e-3,
+                folds=2, early_stopping_patience=0).save(recipe)
+    # a script file: Lightning re-runs this process's command line for the second rank
+    script = tmp_path / "tympan_cli.py"
+    script.write_text("from tympan.cli import main\nmain()\n")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TYMPAN_CACHE": str(tmp_path / "cache")}
+
+    def train(name: str, devices: int, batch_size: int) -> Path:
+        args = [sys.executable, str(script), "train", str(sound_classes_dir), "--config",
+                str(recipe), "--devices", str(devices), "--batch-size", str(batch_size),
+                "--runs-dir", str(runs), "--name", name, "--final", "--no-progress"]
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return runs / name
+
+    ddp = train("ddp", devices=2, batch_size=4)  # 2 × 4 patches a step
+    single = train("single", devices=1, batch_size=8)
+    # no second (or partial) run folder, no lock left behind by rank 1
+    assert sorted(p.name for p in runs.iterdir()) == ["ddp", "single"]
+    assert (ddp / "model.safetensors").is_file() and (ddp / "report.md").is_file()
+    scored = np.concatenate([np.load(ddp / "cv" / f"fold-{k}" / "result.npz")["clip_indices"]
+                             for k in (1, 2)])
+    assert sorted(scored) == list(range(48))  # every clip scored exactly once
+    for fold in ("cv/fold-1", "cv/fold-2", "final"):
+        # a step per 8 patches in both: one process at batch 4 would take twice as many
+        assert _steps_per_epoch(next((ddp / fold).glob("logs/csv/version_*/metrics.csv"))) == \
+            _steps_per_epoch(next((single / fold).glob("logs/csv/version_*/metrics.csv")))
+    accuracy = [json.loads((r / "metrics.json").read_text())["accuracy_mean"]
+                for r in (ddp, single)]
+    # gradients averaged over two half batches, BatchNorm statistics per half: not the same
+    # floats as one process, but the same classifier on these easy sounds
+    assert accuracy[0] >= 0.9 and abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy

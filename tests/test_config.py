@@ -107,3 +107,15 @@ def test_workers_and_precision_are_checked_where_they_are_set() -> None:
 def test_a_model_file_without_min_patch_frames_pads_short_clips_as_before():
     old = {k: v for k, v in EFFICIENTAT_FEATURES.to_dict().items() if k != "min_patch_frames"}
     assert FeatureConfig.from_dict(old).min_patch_frames is None
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"devices": 0}, "--devices"),
+    ({"nodes": 0}, "--nodes"),
+    ({"strategy": "ddp_spawn"}, "best weights and history would not come back"),
+    ({"strategy": ""}, "--strategy"),
+])
+def test_distributed_settings_are_checked(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+    assert TrainConfig(devices=4, nodes=2, strategy="ddp").to_dict()["devices"] == 4

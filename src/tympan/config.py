@@ -295,6 +295,12 @@ class TrainConfig(JsonConfig):
     with (None = every copy), ``augment_variants`` says whether each epoch
     draws one variant per clip (``"sample"``) or trains on every copy (``"all"``).
     ``max_train_batches`` caps the batches per epoch (short benchmark schedules).
+    Distributed training (finetune only): ``devices`` processes per node on
+    ``nodes`` nodes with Lightning's ``strategy`` (``"auto"``, ``"ddp"`` …; not
+    ``ddp_spawn``/``ddp_fork``, whose workers keep the best weights);
+    ``batch_size`` is per process, so a step averages the gradients of
+    ``devices * nodes * batch_size`` patches (BatchNorm statistics stay per
+    process), and each process trains on its own shard of every epoch's order.
     """
 
     model: str = "mn04_as"
@@ -326,6 +332,9 @@ class TrainConfig(JsonConfig):
     augment_policy: dict[str, list[str]] | None = None
     augment_variants: Literal["sample", "all"] = "sample"
     max_train_batches: int | None = None
+    devices: int = 1
+    nodes: int = 1
+    strategy: str = "auto"
     embedding: str = "freq"
     time_shifts: int = 2
     c_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
@@ -365,6 +374,13 @@ class TrainConfig(JsonConfig):
         if self.num_workers < 0:
             raise ValueError(f"num_workers (--workers) must be >= 0 (0 = load in this "
                              f"process), got {self.num_workers}")
+        if self.devices < 1 or self.nodes < 1:
+            raise ValueError(f"devices (--devices) and nodes (--nodes) must be >= 1, got "
+                             f"{self.devices} and {self.nodes}")
+        if not self.strategy or any(w in self.strategy for w in ("spawn", "fork", "notebook")):
+            raise ValueError(f"strategy (--strategy) must be auto, ddp or another Lightning "
+                             f"strategy that runs in this process, got {self.strategy!r}: a "
+                             f"spawned worker's best weights and history would not come back")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS[:4])} (or "
                              f"another Lightning precision), got {self.precision!r}")

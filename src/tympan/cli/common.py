@@ -74,7 +74,8 @@ OPTION_OF = {
     "mixup_alpha": "--mixup", "spec_time_mask_frames": "--spec-time-mask",
     "spec_freq_mask_bins": "--spec-freq-mask", "num_workers": "--workers",
     "precision": "--precision", "augment_policy": "--augment-policy",
-    "max_train_batches": "--max-train-batches",
+    "max_train_batches": "--max-train-batches", "devices": "--devices", "nodes": "--nodes",
+    "strategy": "--strategy",
 }
 
 

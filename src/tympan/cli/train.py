@@ -89,6 +89,13 @@ def train(
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
     precision: Annotated[str | None, typer.Option(
         help="auto | 32-true | bf16-mixed | 16-mixed.")] = None,
+    devices: Annotated[int | None, typer.Option(
+        help="Training processes per node (GPUs, else CPU processes); --batch-size is per "
+             "process. Finetune only.")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Nodes (SLURM, torchrun). Finetune only.")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Lightning strategy: auto (ddp when --devices > 1) | ddp.")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     weights: Annotated[Path | None, typer.Option(
         help="Pretrained weight file (else $TYMPAN_WEIGHTS, the cache, a download).")] = None,
@@ -107,6 +114,7 @@ def train(
         "val_fraction": val_fraction, "early_stopping_patience": patience,
         "mixup_alpha": mixup, "spec_time_mask_frames": spec_time_mask,
         "spec_freq_mask_bins": spec_freq_mask, "num_workers": workers, "precision": precision,
+        "devices": devices, "nodes": nodes, "strategy": strategy,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if mode is not None and mode not in ("auto", "finetune", "frozen"):
@@ -143,7 +151,10 @@ def train(
                   overwrite=overwrite, resume=resume, augmented=aug_manifest, strict=strict,
                   progress=progress,
                   only_folds=only_folds.split(",") if only_folds is not None else None)
-    _print_outcome(outcome)
+    from tympan.workflows.ranks import is_global_zero
+
+    if is_global_zero():  # under DDP the other ranks wrote nothing to show
+        _print_outcome(outcome)
 
 
 @app.command()

@@ -27,6 +27,7 @@ from tympan.data.splits import fold_names, make_splits
 from tympan.errors import DatasetError, DivergedError, TympanError
 from tympan.fileio import atomic_write_bytes, atomic_write_text
 from tympan.workflows.prepared import PreparedData
+from tympan.workflows.ranks import is_global_zero
 from tympan.workflows.recipes.base import Recipe
 from tympan.workflows.results import CVResult, EpochLog, FoldResult
 
@@ -151,7 +152,8 @@ def cross_validate(
         if unknown:
             raise DatasetError(f"unknown fold(s) {', '.join(unknown)} (folds: {', '.join(names)})")
     cv_dir = Path(run_dir) / CV_DIR if run_dir is not None else None
-    if cv_dir is not None:
+    writer = is_global_zero()  # under DDP the other ranks fit alongside and write nothing
+    if cv_dir is not None and writer:
         check_state(cv_dir, run_state(recipe, data, splits=splits_digest(splits)))
     results: list[FoldResult] = []
     for k, ((train_idx, test_idx), name) in enumerate(zip(splits, names, strict=True)):
@@ -180,7 +182,7 @@ def cross_validate(
                             y_true=data.labels[test_idx], probabilities=probabilities,
                             history=fitted.history, best_epoch=fitted.best_epoch,
                             seconds=fitted.seconds, info=fitted.info)
-        if fold_dir is not None:
+        if fold_dir is not None and writer:
             save_fold_result(fold_dir, result)
             # the fold is final; its checkpoint only served resuming it
             shutil.rmtree(fold_dir / "checkpoints", ignore_errors=True)

@@ -27,6 +27,7 @@ from tympan.data.splits import describe_straddling, make_splits
 from tympan.errors import ConfigError, DatasetError, DivergedError, SkippedFilesWarning
 from tympan.workflows.crossval import check_state, cross_validate, run_state
 from tympan.workflows.prepared import PreparedData, with_copies
+from tympan.workflows.ranks import is_global_zero
 from tympan.workflows.recipes import Fitted, Recipe, create_recipe
 from tympan.workflows.results import CVResult
 from tympan.workflows.thresholds import thresholds_metadata
@@ -170,7 +171,9 @@ def run(
     ``augmented`` (offline copies, filtered by ``config.augment_policy``) join
     the training clips of every fit. Without CV the model is always trained.
     ``strict`` refuses bad files and groups that straddle predefined folds.
-    ``only_folds`` runs only the named folds.
+    ``only_folds`` runs only the named folds. Under DDP every rank calls this;
+    ranks other than 0 train alongside rank 0 and write nothing (no lock, no
+    run folder), so the run folder must be on a file system every rank sees.
 
     Raises:
         ConfigError: an option the recipe does not use; a policy without copies.
@@ -185,11 +188,38 @@ def run(
 
     recipe = create_recipe(config)
     check_policy(config.augment_policy, manifest, augmented)
+    if not is_global_zero():
+        return _run_follower(recipe, config, manifest, runs_dir=runs_dir, name=name, final=final,
+                             augmented=augmented, cache=cache, progress=progress,
+                             only_folds=only_folds, callbacks=callbacks)
     with lock_run(runs_dir, name):
         return _run_locked(recipe, config, manifest, runs_dir=runs_dir, name=name, final=final,
                            overwrite=overwrite, resume=resume, augmented=augmented, cache=cache,
                            strict=strict, progress=progress, only_folds=only_folds,
                            callbacks=callbacks)
+
+
+def _run_follower(recipe: Recipe, config: TrainConfig, manifest: Manifest, *,
+                  runs_dir: str | Path, name: str, final: bool, augmented: Manifest | None,
+                  cache: Any, progress: bool, only_folds: Sequence[str] | None,
+                  callbacks: Sequence[Callback]) -> RunOutcome:
+    """:func:`run` on a DDP rank other than 0: the same fits as rank 0 (which they join),
+    from the same run folder paths, writing nothing."""
+    from tympan.workflows.runfolder import final_dir_for, work_dir_for
+
+    work = work_dir_for(runs_dir, name)
+    data = prepare_data(recipe, manifest, augmented=augmented, cache=cache, progress=False)
+    cv = None
+    if config.folds != 0:
+        cv = cross_validate(recipe, data, work, progress=False, only_folds=only_folds,
+                            callbacks=callbacks)
+    model_path = None
+    if final or cv is None:
+        model_path = final_dir_for(work) / MODEL_FILE
+        if not (work / MODEL_FILE).is_file():  # rank 0 trains it unless a resumed run has it
+            fit_all(recipe, data, cv=cv, work_dir=work / "final", progress=False,
+                    callbacks=callbacks)
+    return RunOutcome(final_dir_for(work), cv, model_path)
 
 
 def _run_locked(recipe: Recipe, config: TrainConfig, manifest: Manifest, *,

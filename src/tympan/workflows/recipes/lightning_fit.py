@@ -121,6 +121,9 @@ def fit(
     ``work_dir/logs/{csv,tensorboard}/version_<n>`` and ``work_dir/checkpoints/last.ckpt``
     is written every epoch; a call finding that checkpoint resumes from it.
     ``config.seed`` seeds everything, so a run is repeatable on one machine.
+    ``config.devices``/``nodes``/``strategy`` run the fit distributed (DDP):
+    ``batch_size`` patches per process and step, each process on its own shard
+    of the epoch; every process returns the same weights.
 
     Raises:
         ValueError: ``train`` is empty.
@@ -165,12 +168,15 @@ def fit(
 
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tympan-fit-")))
         all_callbacks.extend(callbacks)
-        n_batches = math.ceil(len(data.train_set) / config.batch_size)
+        world = config.devices * config.nodes
+        n_batches = math.ceil(len(data.train_set) / (config.batch_size * world))
         if config.max_train_batches is not None:
             n_batches = min(n_batches, config.max_train_batches)
         stack.enter_context(_quiet_lightning())
         trainer = L.Trainer(
-            accelerator="auto", devices=1, precision=resolve_precision(config.precision),  # type: ignore[arg-type]
+            accelerator="auto", devices=config.devices, num_nodes=config.nodes,
+            strategy=config.strategy, use_distributed_sampler=False,  # EpochShuffle shards
+            precision=resolve_precision(config.precision),  # type: ignore[arg-type]
             max_epochs=max_epochs, deterministic="warn", logger=loggers,
             callbacks=all_callbacks, enable_checkpointing=False,
             enable_progress_bar=progress, enable_model_summary=False,

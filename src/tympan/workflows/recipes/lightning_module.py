@@ -163,20 +163,26 @@ class PatchClassifier(L.LightningModule):
         loss = float(-np.log(np.clip(clip_probs[np.arange(n), clip_labels], 1e-7, 1.0)).mean())
         accuracy = float((clip_probs.argmax(axis=1) == clip_labels).mean())
         self._val_metrics = (loss, accuracy)
-        self.log("val_loss", loss, prog_bar=True)
-        self.log("val_accuracy", accuracy, prog_bar=True)
+        # every rank scored every clip: the ranks' values agree, the mean keeps them
+        self.log("val_loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val_accuracy", accuracy, prog_bar=True, sync_dist=True)
 
     def record_epoch(self) -> None:
-        """Append this epoch's :class:`EpochLog` (called by :class:`RecordEpoch`)."""
-        loss_sum, correct, count = self._train_sums
+        """Append this epoch's :class:`EpochLog` (called by :class:`RecordEpoch`); under DDP
+        the training loss and accuracy are those of every rank's patches together."""
+        sums = torch.as_tensor(self._train_sums, dtype=torch.float64)
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()
+        loss_sum, correct, count = sums.tolist()
         val_loss, val_accuracy = self._val_metrics if self._val_metrics else (None, None)
         self._val_metrics = None
         entry = EpochLog(epoch=int(self.current_epoch), train_loss=float(loss_sum / max(count, 1)),
                          train_accuracy=float(correct / max(count, 1)),
                          val_loss=val_loss, val_accuracy=val_accuracy)
         self.history.append(entry)
-        self.log("train_loss", entry.train_loss)
-        self.log("train_accuracy", entry.train_accuracy)
+        # already summed over ranks: the same on every rank
+        self.log("train_loss", entry.train_loss, sync_dist=True)
+        self.log("train_accuracy", entry.train_accuracy, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         config = self.config

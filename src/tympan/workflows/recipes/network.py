@@ -62,6 +62,7 @@ class NetworkRecipe(Recipe):
         "label_smoothing", "early_stopping_patience", "monitor", "num_workers", "precision",
         "backbone_lr_scale", "freeze_backbone_epochs", "mixup_alpha", "spec_time_mask_frames",
         "spec_freq_mask_bins", "spec_n_masks", "augment_variants", "max_train_batches",
+        "devices", "nodes", "strategy",
     })
     default_val_fraction = 0.15
 

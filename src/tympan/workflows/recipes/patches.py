@@ -8,6 +8,7 @@ sees exactly the batches an uninterrupted one would have seen.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,18 +60,39 @@ class EpochShuffle(Sampler[Any]):
     Lightning calls :meth:`set_epoch` before each epoch (as for a
     ``DistributedSampler``), so the order does not depend on how much random
     state earlier epochs used: a resumed fit repeats an uninterrupted one.
+
+    Under DDP (``torch.distributed`` initialised, or ``rank``/``world_size``
+    given) every rank draws the same order and keeps ``order[rank::world_size]``,
+    the order wrapped around first so that every rank gets ``ceil(n / world_size)``
+    keys: the ranks' shards are disjoint but for that padding, and together
+    cover the epoch.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, *, rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        if world_size is not None and not 0 <= (rank or 0) < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.n = n
         self.seed = seed
         self.epoch = 0
+        self.rank = rank
+        self.world_size = world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _shard(self) -> tuple[int, int]:
+        """``(rank, world_size)``: the ones given, else torch.distributed's, else ``(0, 1)``."""
+        if self.world_size is not None:
+            return self.rank or 0, self.world_size
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self._shard()[1])
 
     def __iter__(self) -> Iterator[Any]:
         generator = torch.Generator()
@@ -78,7 +100,12 @@ class EpochShuffle(Sampler[Any]):
         generator.manual_seed(seed)
         order = torch.randperm(self.n, generator=generator).tolist()
         # each item also gets its own seed for the dataset's draws (which copy of a clip)
-        return iter([(index, seed + position) for position, index in enumerate(order)])
+        keys = [(index, seed + position) for position, index in enumerate(order)]
+        rank, world = self._shard()
+        if world > 1 and keys:
+            total = math.ceil(self.n / world) * world
+            keys = (keys * math.ceil(total / self.n))[:total][rank::world]
+        return iter(keys)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -161,7 +188,12 @@ class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
 
 
 class PatchDataModule(L.LightningDataModule):
-    """Training patches (shuffled) and validation patches (in order, with clip index)."""
+    """Training patches (shuffled) and validation patches (in order, with clip index).
+
+    Under DDP the training sampler shards each epoch by rank (:class:`EpochShuffle`)
+    and validation has no sampler: every rank scores every clip once, so the
+    validation metrics are the same on every rank.
+    """
 
     def __init__(self, train: ClipSet, val: ClipSet | None, feature_config: FeatureConfig,
                  config: TrainConfig) -> None:
