@@ -20,8 +20,13 @@ import numpy as np
 
 from tympan.audio import load_audio
 from tympan.config import FeatureConfig
-from tympan.errors import AudioError, ModelFileError, ModelOutputError
-from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction, predict_in_chunks, top_k
+from tympan.errors import AudioError, ModelFileError
+from tympan.inference.prediction import (
+    Prediction,
+    check_finite_rows,
+    predict_in_chunks,
+    top_k,
+)
 
 #: What :meth:`OnnxPredictor.predict_proba` accepts: a path or a mono waveform at the model's rate.
 OnnxItem = str | Path | np.ndarray
@@ -148,13 +153,7 @@ class OnnxPredictor:
         if not items:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         rows = self.forward([self.load(item) for item in items])
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.all():
-            first = int(np.argmin(finite))
-            name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
-            raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
-                                   f"{len(items)} input(s); check the model")
-        return rows
+        return check_finite_rows(rows, items, "check the model")
 
     def predict(self, items: Iterable[OnnxItem]) -> list[str]:
         """The most probable label per item."""

@@ -20,11 +20,12 @@ from torch import Tensor, nn
 
 from tympan.audio import load_audio
 from tympan.config import FeatureConfig
-from tympan.errors import ConfigError, ModelOutputError
+from tympan.errors import ConfigError
 from tympan.features import LogMel
 from tympan.inference.prediction import (  # re-exported: their home before the torch-free split
     NON_FINITE_OUTPUT,
     Prediction,
+    check_finite_rows,
     collect_audio_files,
     predict_in_chunks,
     top_k,
@@ -203,13 +204,7 @@ class Predictor:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         rows = np.concatenate([self.forward([self.preprocess(item) for item in chunk])
                                for chunk in self._chunks(items)])
-        finite = np.isfinite(rows).all(axis=1)
-        if not finite.all():
-            first = int(np.argmin(finite))
-            name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
-            raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
-                                   f"{len(items)} input(s); check the model's weights")
-        return rows
+        return check_finite_rows(rows, items, "check the model's weights")
 
     def predict(self, items: Iterable[Item]) -> list[str]:
         """The most probable label per item."""

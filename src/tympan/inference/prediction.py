@@ -106,6 +106,24 @@ def collect_audio_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[B
     return files, bad
 
 
+def check_finite_rows(rows: np.ndarray, items: Sequence[Any], advice: str) -> np.ndarray:
+    """``rows`` ``(n_items, n_classes)`` unchanged when every value is finite.
+
+    Raises:
+        ModelOutputError: a row holds NaN or infinity (the message names the first
+            such item, path or index, how many there are, and ``advice``).
+    """
+    from tympan.errors import ModelOutputError
+
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        name = items[first] if isinstance(items[first], str | Path) else f"item {first}"
+        raise ModelOutputError(f"{name}: {NON_FINITE_OUTPUT} for {int((~finite).sum())} of "
+                               f"{len(items)} input(s); {advice}")
+    return rows
+
+
 def predict_in_chunks(paths: Iterable[str | Path], classes: Sequence[str], chunk_size: int,
                       prepare: Callable[[Path], Any],
                       forward: Callable[[list[Any]], np.ndarray],
@@ -148,4 +166,5 @@ def predict_in_chunks(paths: Iterable[str | Path], classes: Sequence[str], chunk
     return results
 
 
-__all__ = ["NON_FINITE_OUTPUT", "Prediction", "collect_audio_files", "predict_in_chunks", "top_k"]
+__all__ = ["NON_FINITE_OUTPUT", "Prediction", "check_finite_rows", "collect_audio_files",
+           "predict_in_chunks", "top_k"]
