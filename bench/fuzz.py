@@ -6,7 +6,8 @@
 Each target feeds hypothesis-generated inputs to one reader that takes what
 users hand tympan: audio files (random bytes, and valid WAVs with mutated
 bytes, under every extension), CSV datasets, ESC-50 metadata, folder trees, model
-files (a valid file with mutated bytes) and augmentation policies. An input
+files (a valid file with mutated bytes), augmentation policies and the HTTP
+server's upload path (``POST /v1/predict``: raw and multipart bodies). An input
 either works or raises a :class:`~tympan.errors.TympanError` (a ``ValueError``
 counts for in-memory arguments) whose message names the file; anything else is
 a crash. The record counts inputs, outcomes, errors by kind, crashes (goal 0)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import shutil
 import sys
@@ -212,9 +214,118 @@ def policy_target(work: Path, outcome: Outcome) -> Callable[[], None]:
     return run
 
 
+def _encoded(seed: int, fmt: str) -> bytes:
+    """A short noise clip encoded as ``fmt`` (a soundfile format) at a random-ish rate."""
+    rng = np.random.default_rng(seed)
+    rate = int(rng.choice([8000, 16000, 22050, 44100, 48000]))
+    wave = (rng.standard_normal(int(rate * rng.uniform(0.05, 1.0))) * 0.1).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format=fmt)
+    return buf.getvalue()
+
+
+UPLOAD_TYPES = ["audio/wav", "audio/x-wav", "audio/flac", "audio/ogg", "audio/webm",
+                "audio/mpeg", "audio/mp4", "application/octet-stream", "text/plain",
+                "application/json", "multipart/form-data", "multipart/form-data; boundary=",
+                "multipart/form-data; boundary=zz", "audio/", "", "image/png"]
+DECODE_KINDS = {"unsupported_audio", "audio_too_short", "too_large"}
+
+
+def upload_target(work: Path, outcome: Outcome) -> Callable[[], None]:
+    """``POST /v1/predict`` of the HTTP server (tympan[serve]) with generated bodies: raw
+    bytes, mutated WAV/FLAC/OGG, broken multipart, any Content-Type and filename. A JSON
+    4xx is a clear error (one about the audio must name the upload); a 5xx, a non-JSON
+    answer or an exception is a crash."""
+    from fastapi.testclient import TestClient
+
+    from tympan import models
+    from tympan.config import FeatureConfig
+    from tympan.models.modelfile import load_model, make_metadata, save_model
+    from tympan.serve.app import ServeSettings, create_app
+
+    features = FeatureConfig(name="fuzz", sample_rate=16000, n_fft=512, hop_samples=256,
+                             n_mels=32, patch_frames=32, patch_hop_frames=16)
+    model = models.create("cnn-s", 3, channels=[4, 8], hidden=8)
+    source = save_model(work / "served.safetensors", model,
+                        make_metadata(model, ["a", "b", "c"], features))
+    client = TestClient(create_app(load_model(source),
+                                   ServeSettings(max_upload_mb=0.2, max_audio_seconds=30.0)),
+                        raise_server_exceptions=True)
+    client.__enter__()  # runs the lifespan (the batching engine); closed with the process
+    # python-multipart logs one warning per malformed body: the server's log, not a result
+    logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
+    seeds = [_encoded(i, fmt) for i, fmt in enumerate(["WAV", "FLAC", "OGG"])]
+    # printable names: httpx percent-encodes control characters and quotes on the wire
+    printable_names = st.text(alphabet=st.characters(
+        blacklist_categories=("Cs", "Cc", "Cf", "Zl", "Zp"), blacklist_characters='"%\\'),
+        max_size=60)
+    names = st.one_of(st.none(), printable_names,
+                      st.sampled_from(["clip.wav", "../../etc/passwd", "/etc/passwd",
+                                       "C:\\x.wav", ""]))
+    bodies = st.one_of(
+        st.binary(max_size=4096),
+        st.tuples(st.sampled_from(seeds),
+                  st.lists(st.tuples(st.integers(0, 10**5), st.integers(0, 255)), max_size=12),
+                  st.one_of(st.none(), st.integers(0, 70_000)))
+        .map(lambda t: _mutate(t[0], t[1], t[2])))
+
+    @given(bodies, st.sampled_from(UPLOAD_TYPES), st.sampled_from(["raw", "form", "bad-form"]),
+           names, st.sampled_from(["file", "audio", ""]))
+    def run(body: bytes, content_type: str, shape: str, filename: str | None,
+            field_name: str) -> None:
+        label = "upload"
+        if shape == "raw":
+            response = _post(lambda: client.post("/v1/predict", content=body,
+                                                  headers={"content-type": content_type}))
+        elif shape == "form":
+            name = filename if filename is not None else "clip.wav"
+            response = _post(lambda: client.post(
+                "/v1/predict", files={field_name or "file": (name, body, content_type)}))
+            label = name.replace("\\", "/").rsplit("/", 1)[-1] or "upload"
+        else:  # a multipart Content-Type over a body that is not (quite) multipart
+            response = _post(lambda: client.post(
+                "/v1/predict", content=b"--zz\r\n" + body[:2048],
+                headers={"content-type": "multipart/form-data; boundary=zz"}))
+        outcome.inputs += 1
+        if isinstance(response, str):
+            outcome.crashes.append(response)
+            return
+        try:
+            answer = response.json()
+        except ValueError:
+            outcome.crashes.append(f"HTTP {response.status_code}, not JSON: {response.text[:200]}")
+            return
+        if response.status_code == 200:
+            outcome.ok += 1
+        elif 400 <= response.status_code < 500 and isinstance(answer, dict) and answer.get(
+                "detail"):
+            kind = str(answer.get("error", f"http_{response.status_code}"))
+            outcome.errors[kind] += 1
+            printable = "".join(ch for ch in label if ch.isprintable())[:120] or "upload"
+            detail = str(answer["detail"])
+            about_request = detail.startswith(("Content-Type", "Content-Length", "request body"))
+            if kind in DECODE_KINDS and not about_request and printable not in detail:
+                outcome.unnamed.append(f"{kind}: {detail}"[:300])
+        else:
+            outcome.crashes.append(f"HTTP {response.status_code}: {str(answer)[:300]}")
+
+    return run
+
+
+def _post(call: Callable[[], Any]) -> Any:
+    """The response of ``call``, or a crash description if the server raised."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return call()
+    except Exception as exc:  # the app raised through TestClient: a crash
+        return f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=4))[-1500:]
+
+
 TARGETS: dict[str, Callable[[Path, Outcome], Callable[[], None]]] = {
     "audio": audio_target, "csv": csv_target, "esc50": esc50_target,
     "folder": folder_target, "modelfile": modelfile_target, "policy": policy_target,
+    "upload": upload_target,
 }
 
 
@@ -241,12 +352,17 @@ def main(argv: list[str] | None = None) -> int:
     from provenance import cpu_model, git_commit
 
     commit = git_commit()
-    record: dict[str, Any] = {"targets": {}, "examples_per_target": args.examples}
+    # targets not run now keep their earlier record (each carries its own commit and date)
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    kept = {name: {"commit": earlier.get("commit"), "date": earlier.get("date"), **body}
+            for name, body in earlier.get("targets", {}).items()}
+    record: dict[str, Any] = {"targets": kept, "examples_per_target": args.examples}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     started = time.perf_counter()
     for name in args.targets.split(","):
         begun = time.perf_counter()
         outcome = run_target(name, args.examples)
-        record["targets"][name] = {**outcome.to_dict(),
+        record["targets"][name] = {"commit": commit, "date": now, **outcome.to_dict(),
                                    "seconds": round(time.perf_counter() - begun, 1)}
         body = record["targets"][name]
         print(f"{name:>10}: {body['inputs']} inputs, {body['ok']} ok, "
@@ -256,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                   cpu_model=cpu_model(), load_average=os.getloadavg(),
                   command="python bench/fuzz.py " + " ".join(sys.argv[1:] if argv is None
                                                              else argv),
-                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                  date=now)
     from tympan.fileio import atomic_write_text
 
     atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
