@@ -3,12 +3,15 @@
 A window is ``feature_config.patch_frames * hop_samples`` samples (what the
 model saw per patch in training), cut every ``hop`` samples from a stream
 (:class:`~tympan.inference.stream.AudioStream`), so memory is bounded by the
-batch, not the file. Each window is featurised on its own samples and scored
-with :func:`~tympan.inference.predict.clip_probabilities`: a window's
-probabilities are exactly what :class:`~tympan.inference.predict.Predictor`
-gives for a clip of those samples. Offsets are integer samples at the model's
-rate, so times do not drift after hours. A file's clip probabilities are the
-mean over its windows (``tympan predict``).
+batch, not the file. Each window is scored on its own samples by a :class:`WindowScorer`: a model
+file's torch network (:class:`~tympan.inference.torch_scorer.TorchScorer`: a
+window's probabilities are exactly what
+:class:`~tympan.inference.predict.Predictor` gives for a clip of those
+samples) or its ONNX export on ONNX Runtime
+(:class:`~tympan.inference.onnx_predict.OnnxPredictor`, no torch). This module
+holds only the window maths and imports no torch. Offsets are integer samples
+at the model's rate, so times do not drift after hours. A file's clip
+probabilities are the mean over its windows (``tympan predict``).
 """
 
 from __future__ import annotations
@@ -16,26 +19,42 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
+from tympan.config import FeatureConfig
 from tympan.errors import AudioError, ModelOutputError
-from tympan.features import LogMel
-from tympan.inference.predict import (
-    NON_FINITE_OUTPUT,
-    Prediction,
-    clip_probabilities,
-    resolve_device,
-)
+from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction
 from tympan.inference.stream import AudioStream, ChannelChoice, DecodeFailure
-from tympan.models.modelfile import LoadedModel
+
+if TYPE_CHECKING:
+    from tympan.models.modelfile import LoadedModel
 
 
-def window_samples(loaded: LoadedModel) -> int:
-    """The model's training window in samples at its rate: ``patch_frames * hop_samples``."""
-    config = loaded.feature_config
-    return config.patch_frames * config.hop_samples
+@runtime_checkable
+class WindowScorer(Protocol):
+    """An engine that scores equal-length waveform windows at the model's rate."""
+
+    classes: list[str]
+    feature_config: FeatureConfig
+
+    def score(self, windows: np.ndarray, *, keep_spectrum: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(n, n_classes)`` of ``(n, samples)`` windows and, with
+        ``keep_spectrum``, each window's mean log-mel ``(n, n_mels)``.
+
+        Raises:
+            ModelOutputError: NaN or infinite probabilities.
+        """
+        ...
+
+
+def window_samples(model: Any) -> int:
+    """The model's training window in samples at its rate: ``patch_frames * hop_samples``
+    (``model``: anything with a ``feature_config``)."""
+    config = model.feature_config
+    return int(config.patch_frames * config.hop_samples)
 
 
 @dataclass
@@ -102,32 +121,46 @@ class FilePrediction(Prediction):
 class Detector:
     """Score long recordings window by window with a trained model.
 
-    ``hop_seconds`` (None = half a window) is the step between windows;
-    ``batch_size`` is windows per forward pass (memory grows with it, not
-    with the file); ``block_seconds`` is how much audio is decoded per read.
-    ``min_duration_seconds`` is the shortest usable file, as for prediction.
+    ``model`` is a loaded model file (scored with torch on ``device``, with
+    ``threads`` intra-op threads) or any :class:`WindowScorer` (e.g. an
+    :class:`~tympan.inference.onnx_predict.OnnxPredictor`; ``device`` must then
+    be None or ``"cpu"``). ``hop_seconds`` (None = half a window) is the step
+    between windows; ``batch_size`` is windows per forward pass (memory grows
+    with it, not with the file); ``block_seconds`` is how much audio is decoded
+    per read. ``min_duration_seconds`` is the shortest usable file, as for
+    prediction.
 
     Raises:
-        ValueError: a hop that is not positive or longer than a window.
+        ValueError: a hop that is not positive or longer than a window; a device
+            other than the CPU for a scorer that runs on the CPU.
     """
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        model: LoadedModel | WindowScorer,
         *,
         hop_seconds: float | None = None,
         batch_size: int = 8,
-        device: str | torch.device | None = None,
+        device: Any = None,
         block_seconds: float = 30.0,
         min_duration_seconds: float = 0.1,
+        threads: int | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.loaded = loaded
-        self.classes = loaded.classes
-        self.feature_config = loaded.feature_config
+        if isinstance(model, WindowScorer):
+            if device not in (None, "cpu"):
+                raise ValueError(f"device {device}: this model runs on the CPU (onnxruntime)")
+            self.scorer: WindowScorer = model
+        else:
+            from tympan.inference.torch_scorer import TorchScorer
+
+            self.scorer = TorchScorer(model, device=device, batch_size=batch_size,
+                                      threads=threads)
+        self.classes = list(self.scorer.classes)
+        self.feature_config = self.scorer.feature_config
         self.sample_rate = self.feature_config.sample_rate
-        self.window_samples = window_samples(loaded)
+        self.window_samples = window_samples(self.scorer)
         if hop_seconds is None:
             self.hop_samples = max(1, self.window_samples // 2)
         else:
@@ -139,9 +172,6 @@ class Detector:
         self.batch_size = batch_size
         self.block_seconds = block_seconds
         self.min_duration_seconds = min_duration_seconds
-        self.device = resolve_device(device)
-        self.model = loaded.model.to(self.device).eval()
-        self.frontend = LogMel(self.feature_config).to(self.device)
 
     @property
     def window_seconds(self) -> float:
@@ -158,19 +188,7 @@ class Detector:
         Raises:
             ModelOutputError: the model gives NaN or infinite probabilities.
         """
-        return self._score(windows)[0]
-
-    @torch.inference_mode()
-    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(n, n_classes)`` and mean log-mel ``(n, n_mels)`` per window."""
-        wave = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-        specs = self.frontend(wave).cpu()  # patching runs on the CPU, the network on device
-        patches_per_window = max(1, -(-specs.shape[-1] // self.feature_config.patch_hop_frames))
-        probs = clip_probabilities(self.model, specs, self.feature_config,
-                                   batch_size=max(1, self.batch_size * patches_per_window))
-        if not np.isfinite(probs).all():
-            raise ModelOutputError(NON_FINITE_OUTPUT)
-        return probs, specs.mean(dim=-1).numpy()
+        return self.scorer.score(np.ascontiguousarray(windows, dtype=np.float32))[0]
 
     def _windows(self, stream: AudioStream) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, samples (channels, window))`` for each window of the stream, in order;
@@ -228,9 +246,9 @@ class Detector:
 
         def flush() -> None:
             stacked = np.concatenate(batch)  # (windows * channels, samples)
-            probs, spectrum = self._score(stacked)
+            probs, spectrum = self.scorer.score(stacked, keep_spectrum=keep_spectrum)
             rows.append(probs.reshape(len(batch), n_channels, -1))
-            if keep_spectrum:
+            if spectrum is not None:
                 spectra.append(spectrum.reshape(len(batch), n_channels, -1))
             starts.extend(batch_starts)
             batch.clear()
@@ -293,4 +311,4 @@ class Detector:
         return results
 
 
-__all__ = ["Detector", "FilePrediction", "WindowScores", "window_samples"]
+__all__ = ["Detector", "FilePrediction", "WindowScorer", "WindowScores", "window_samples"]

@@ -20,8 +20,9 @@ import numpy as np
 
 from tympan.audio import load_audio
 from tympan.config import FeatureConfig
-from tympan.errors import AudioError, ModelFileError
+from tympan.errors import AudioError, ModelFileError, ModelOutputError
 from tympan.inference.prediction import (
+    NON_FINITE_OUTPUT,
     Prediction,
     check_finite_rows,
     predict_in_chunks,
@@ -93,6 +94,7 @@ class OnnxPredictor:
         self.batch_size = batch_size
         self.min_duration_seconds = min_duration_seconds
         self._input = self.session.get_inputs()[0].name
+        self._mel_matrix: np.ndarray | None = None
 
     def min_samples(self) -> int:
         """The fewest samples the front end takes (reflect padding needs more than n_fft / 2)."""
@@ -140,6 +142,39 @@ class OnnxPredictor:
                 batch = np.stack([waves[i] for i in rows])
                 out[rows] = self.session.run(None, {self._input: batch})[0]
         return out
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Per-class detection thresholds the source model file stored (may be empty)."""
+        try:
+            found = json.loads(self.metadata.get("tympan.thresholds", "{}"))
+        except ValueError:
+            return {}
+        if not isinstance(found, dict):
+            return {}
+        return {str(k): float(v) for k, v in found.items() if isinstance(v, int | float)}
+
+    def score(self, windows: np.ndarray, *, keep_spectrum: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(n, n_classes)`` of equal-length windows ``(n, samples)`` (the
+        :class:`~tympan.inference.detect.Detector`'s engine) and, with ``keep_spectrum``,
+        each window's mean log-mel ``(n, n_mels)`` (NumPy, for timeline plots).
+
+        Raises:
+            ModelOutputError: the model gives NaN or infinite probabilities.
+        """
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        probs = self.forward(list(windows))
+        if not np.isfinite(probs).all():
+            raise ModelOutputError(NON_FINITE_OUTPUT)
+        if not keep_spectrum:
+            return probs, None
+        from tympan.melspec import log_mel_numpy, mel_matrix
+
+        if self._mel_matrix is None:
+            self._mel_matrix = mel_matrix(self.feature_config)
+        spectrum = log_mel_numpy(windows, self.feature_config, self._mel_matrix).mean(axis=-1)
+        return probs, spectrum
 
     def predict_proba(self, items: Iterable[OnnxItem]) -> np.ndarray:
         """Clip probabilities ``(n_items, n_classes)`` for paths or mono waveforms.
