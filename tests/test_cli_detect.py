@@ -180,11 +180,14 @@ def test_an_onnx_export_finds_the_same_events_with_the_stored_thresholds(
 
     onnx_file = export_onnx(load_model(band_model_file), tmp_path / "bands.onnx")
     tables = []
-    for model, out in [(band_model_file, tmp_path / "torch"), (onnx_file, tmp_path / "onnx")]:
-        result = _invoke(str(model), str(tmp_path / "field"), "-o", str(out), "--threads", "1")
+    for model, out, extra in [(band_model_file, tmp_path / "torch", ["--threads", "1"]),
+                              (onnx_file, tmp_path / "onnx", ["--workers", "2"])]:
+        result = _invoke(str(model), str(tmp_path / "field"), "-o", str(out), *extra)
         assert result.exit_code == 0, result.output
         tables.append(_rows(out / "events.csv"))
     # the thresholds (0.25) travel in the export: the default 0.5 would find nothing
     assert tables[1] == tables[0] and any(r["label"] == "high" for r in tables[0])
     gpu = _invoke(str(onnx_file), str(recordings["dawn"]), "--device", "cuda")
     assert gpu.exit_code == 2 and "runs on the CPU" in gpu.output
+    torch_workers = _invoke(str(band_model_file), str(recordings["dawn"]), "--workers", "2")
+    assert torch_workers.exit_code == 2 and "export" in torch_workers.output

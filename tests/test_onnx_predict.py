@@ -131,6 +131,25 @@ def test_detect_on_the_export_scores_and_finds_events_as_the_model_file(
         Detector(OnnxPredictor(onnx_file), device="cuda")
 
 
+def test_worker_processes_give_the_single_process_scores_in_order(
+        tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    model_file, onnx_file = tiny_onnx
+    path = _recording(tmp_path / "scene.wav")
+    alone = Detector(OnnxPredictor(onnx_file, threads=1), batch_size=3).score_file(path)
+    seen: list[float] = []
+    with Detector(OnnxPredictor(onnx_file), batch_size=3, workers=2) as pooled:
+        first = pooled.score_file(path, progress=seen.append, keep_spectrum=True)
+        again = pooled.score_file(path)  # the same workers serve the next file
+    assert pooled._pool is None  # closed
+    np.testing.assert_array_equal(first.starts, alone.starts)
+    np.testing.assert_allclose(first.scores, alone.scores, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(again.scores, first.scores)
+    assert first.spectrum is not None and first.spectrum.shape[:2] == first.scores.shape[:2]
+    assert seen == sorted(seen) and len(seen) == -(-alone.n_windows // 3)
+    with pytest.raises(ValueError, match="ONNX export"):
+        Detector(load_model(model_file), workers=2)
+
+
 def _clip_folder(root: Path) -> Path:
     synth.write(root / "tone.wav", synth.tone(700, 1.0, RATE), RATE)
     synth.write(root / "noise.flac", synth.noise_burst(1.0, 44100, seed=4), 44100)

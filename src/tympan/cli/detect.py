@@ -64,6 +64,9 @@ def detect(
     threads: Annotated[int | None, typer.Option(
         min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
         "engine's own choice.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="With an .onnx model: score in this many single-thread worker processes "
+        "while the main one decodes (2 on a 2-core machine).")] = 1,
     strict: Annotated[bool, typer.Option(
         help="Exit 1 if any file was skipped or failed mid-way.")] = False,
     verify: Verify = True,
@@ -83,6 +86,9 @@ def detect(
         raise typer.BadParameter(f"--threshold must be in (0, 1], got {threshold}")
     from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
 
+    if workers > 1 and not is_onnx_model(model):
+        fail("--workers runs an ONNX export in each worker: export the model first "
+             "(tympan export MODEL) and pass the .onnx file, or use --threads")
     if is_onnx_model(model):
         if device not in (None, "cpu"):
             fail(f"--device {device}: an .onnx model runs on the CPU (onnxruntime)")
@@ -100,7 +106,7 @@ def detect(
         try:
             outcome = detect_files(loaded, model, files, output, settings, plot=plot,
                                    batch_size=batch_size, device=device, threads=threads,
-                                   progress=lambda _path, _reused: advance(1))
+                                   workers=workers, progress=lambda _path, _reused: advance(1))
         except ValueError as exc:  # ConfigError is a ValueError too
             fail(str(exc))
             return

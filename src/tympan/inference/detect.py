@@ -16,7 +16,9 @@ probabilities are the mean over its windows (``tympan predict``).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -128,11 +130,15 @@ class Detector:
     between windows; ``batch_size`` is windows per forward pass (memory grows
     with it, not with the file); ``block_seconds`` is how much audio is decoded
     per read. ``min_duration_seconds`` is the shortest usable file, as for
-    prediction.
+    prediction. ``workers`` > 1 scores batches in that many worker processes
+    (each a single-thread copy of the engine; scorers with ``worker_spec``,
+    i.e. ONNX exports) while this process decodes; call :meth:`close` (or use
+    ``with``) to stop them.
 
     Raises:
         ValueError: a hop that is not positive or longer than a window; a device
-            other than the CPU for a scorer that runs on the CPU.
+            other than the CPU for a scorer that runs on the CPU; ``workers`` > 1
+            for an engine that cannot be copied into workers.
     """
 
     def __init__(
@@ -145,9 +151,12 @@ class Detector:
         block_seconds: float = 30.0,
         min_duration_seconds: float = 0.1,
         threads: int | None = None,
+        workers: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if isinstance(model, WindowScorer):
             if device not in (None, "cpu"):
                 raise ValueError(f"device {device}: this model runs on the CPU (onnxruntime)")
@@ -157,6 +166,11 @@ class Detector:
 
             self.scorer = TorchScorer(model, device=device, batch_size=batch_size,
                                       threads=threads)
+        if workers > 1 and not hasattr(self.scorer, "worker_spec"):
+            raise ValueError("workers > 1 runs an ONNX export (tympan export) in each worker; "
+                             "this model runs in one process (use --threads)")
+        self.workers = workers
+        self._pool: Any = None  # a ScorerPool, started on the first file
         self.classes = list(self.scorer.classes)
         self.feature_config = self.scorer.feature_config
         self.sample_rate = self.feature_config.sample_rate
@@ -172,6 +186,26 @@ class Detector:
         self.batch_size = batch_size
         self.block_seconds = block_seconds
         self.min_duration_seconds = min_duration_seconds
+
+    def close(self) -> None:
+        """Stop the worker processes (if any); the detector starts new ones when used again."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _worker_pool(self) -> Any:
+        if self._pool is None:
+            from tympan.inference.scorer_pool import ScorerPool
+
+            spec = self.scorer.worker_spec()  # type: ignore[attr-defined]
+            self._pool = ScorerPool(spec, self.workers)
+        return self._pool
 
     @property
     def window_seconds(self) -> float:
@@ -243,35 +277,57 @@ class Detector:
         batch: list[np.ndarray] = []
         batch_starts: list[int] = []
         n_channels = stream.channels_out
+        pool = self._worker_pool() if self.workers > 1 else None
+        Scored = tuple[np.ndarray, np.ndarray | None]
+        pending: deque[tuple[Future[Scored], list[int]]] = deque()
 
-        def flush() -> None:
-            stacked = np.concatenate(batch)  # (windows * channels, samples)
-            probs, spectrum = self.scorer.score(stacked, keep_spectrum=keep_spectrum)
-            rows.append(probs.reshape(len(batch), n_channels, -1))
+        def collect(scored: Scored, batch_starts: list[int]) -> None:
+            probs, spectrum = scored
+            rows.append(probs.reshape(len(batch_starts), n_channels, -1))
             if spectrum is not None:
-                spectra.append(spectrum.reshape(len(batch), n_channels, -1))
+                spectra.append(spectrum.reshape(len(batch_starts), n_channels, -1))
             starts.extend(batch_starts)
-            batch.clear()
-            batch_starts.clear()
             if progress is not None:
                 progress(starts[-1] / self.sample_rate)
 
-        for start, samples in self._windows(stream):
-            if samples.shape[1] < self.window_samples:  # a short file: scored on its own
-                if samples.shape[1] / self.sample_rate < self.min_duration_seconds:
-                    reason = (str(stream.failure) if stream.failure is not None and
-                              samples.shape[1] == 0 else
-                              f"{samples.shape[1] / self.sample_rate:.3g} s, shorter than the "
-                              f"{self.min_duration_seconds:g} s minimum")
-                    raise AudioError(path, reason)
-                if batch:
+        def flush() -> None:
+            stacked = np.concatenate(batch)  # (windows * channels, samples)
+            if pool is None:
+                collect(self.scorer.score(stacked, keep_spectrum=keep_spectrum),
+                        list(batch_starts))
+            else:  # a few batches in flight, collected in order
+                pending.append((pool.submit(stacked, keep_spectrum), list(batch_starts)))
+                while len(pending) > 2 * pool.workers:
+                    drain_one()
+            batch.clear()
+            batch_starts.clear()
+
+        def drain_one() -> None:
+            future, its_starts = pending.popleft()
+            collect(future.result(), its_starts)
+
+        try:
+            for start, samples in self._windows(stream):
+                if samples.shape[1] < self.window_samples:  # a short file: scored on its own
+                    if samples.shape[1] / self.sample_rate < self.min_duration_seconds:
+                        reason = (str(stream.failure) if stream.failure is not None and
+                                  samples.shape[1] == 0 else
+                                  f"{samples.shape[1] / self.sample_rate:.3g} s, shorter than the "
+                                  f"{self.min_duration_seconds:g} s minimum")
+                        raise AudioError(path, reason)
+                    if batch:
+                        flush()
+                batch.append(samples)
+                batch_starts.append(start)
+                if len(batch) >= self.batch_size or samples.shape[1] < self.window_samples:
                     flush()
-            batch.append(samples)
-            batch_starts.append(start)
-            if len(batch) >= self.batch_size or samples.shape[1] < self.window_samples:
+            if batch:
                 flush()
-        if batch:
-            flush()
+            while pending:
+                drain_one()
+        finally:
+            for future, _ in pending:  # after an error: batches not needed any more
+                future.cancel()
         if not starts:
             reason = str(stream.failure) if stream.failure is not None else "no samples decoded"
             raise AudioError(path, reason)

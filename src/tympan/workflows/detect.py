@@ -158,13 +158,14 @@ def detect_files(
     batch_size: int = 8,
     device: str | None = None,
     threads: int | None = None,
+    workers: int = 1,
     progress: Callable[[Path, bool], None] | None = None,
 ) -> DetectOutcome:
     """Detect events in every file of ``paths`` and write the outputs under ``output_dir``.
 
     ``loaded`` is a loaded model file (torch, on ``device`` with ``threads``
     threads) or an :class:`~tympan.inference.onnx_predict.OnnxPredictor` (its
-    own threads).
+    own threads; ``workers`` > 1 scores in that many single-thread worker processes).
 
     ``progress(path, reused)`` is called after each file. Files already done
     with the same model and settings are reused, not scored again.
@@ -176,7 +177,18 @@ def detect_files(
     config = settings.event_config(loaded)
     recording_start(Path("x"), settings.start_time)  # a bad --start-time fails before any work
     detector = Detector(loaded, hop_seconds=settings.hop_seconds, batch_size=batch_size,
-                        device=device, threads=threads)
+                        device=device, threads=threads, workers=workers)
+    with detector:
+        outcome = _detect_each(detector, loaded, model_path, paths, output_dir, settings,
+                               config, plot, progress)
+    outcome.outputs = write_combined(outcome, output_dir, loaded, model_path, settings)
+    return outcome
+
+
+def _detect_each(detector: Detector, loaded: DetectModel, model_path: Path,
+                 paths: Sequence[Path], output_dir: Path, settings: DetectSettings,
+                 config: EventConfig, plot: bool,
+                 progress: Callable[[Path, bool], None] | None) -> DetectOutcome:
     files_dir = output_dir / FILES_DIR
     outcome = DetectOutcome([])
     for path in paths:
@@ -216,7 +228,6 @@ def detect_files(
             outcome.files.append(detections)
         if progress is not None:
             progress(path, False)
-    outcome.outputs = write_combined(outcome, output_dir, loaded, model_path, settings)
     return outcome
 
 
