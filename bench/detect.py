@@ -22,6 +22,14 @@ thresholds from 4-fold CV), it builds in ``--work``:
   silence between them: event precision/recall against the clips' spans,
   and a profile by stage (decode, resample, front end, network).
 
+The same hour and fold-1 recording also run on the model's ONNX export
+(``tympan export``; onnxruntime, no torch): one process with ``--threads``
+intra-op threads, and two single-thread worker processes (``tympan detect
+--workers 2``), each with CPU seconds beside wall seconds (the machine may be
+shared), a stage profile (decode, resample, graph: front end vs network) and
+the event scores and window-probability agreement of the one-time-shift
+export (half the network passes) against the exact one.
+
 The peer is YAMNet (TFLite, int8 weights, the same two threads) scoring the
 same hour at its own 0.975 s window / 0.48 s hop, decode and resampling
 included. Each engine runs in its own process. Writes
@@ -208,22 +216,46 @@ def event_scores(truth: list[dict[str, Any]], found: list[dict[str, Any]]) -> di
 # -- workers (each timed engine in its own process) -----------------------------------------
 
 
-def worker_detect(model: Path, audio: Path, out: Path, threads: int) -> dict[str, Any]:
-    import torch
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (robust to a shared machine)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    torch.set_num_threads(threads)
-    from tympan.models.modelfile import load_model
+
+def worker_detect(model: Path, audio: Path, out: Path, threads: int,
+                  workers: int = 1) -> dict[str, Any]:
+    """``tympan detect``'s workflow on ``audio``: a ``.safetensors`` model on torch with
+    ``threads`` threads, or an ``.onnx`` export on onnxruntime (``threads`` intra-op
+    threads, or ``workers`` single-thread worker processes)."""
     from tympan.workflows.detect import DetectSettings, detect_files
 
-    loaded = load_model(model)
+    if model.suffix == ".onnx":
+        from tympan.inference.onnx_predict import OnnxPredictor
+
+        loaded: Any = OnnxPredictor(model, threads=1 if workers > 1 else threads)
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        from tympan.models.modelfile import load_model
+
+        loaded = load_model(model)
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    outcome = detect_files(loaded, model, [audio], out, DetectSettings())
-    seconds = time.perf_counter() - start
+    start, cpu = time.perf_counter(), _cpu_seconds()
+    outcome = detect_files(loaded, model, [audio], out, DetectSettings(), workers=workers)
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     (result,) = outcome.files
-    return {"wall_seconds": round(seconds, 2), "audio_seconds": result.duration_seconds,
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"engine": "onnxruntime" if model.suffix == ".onnx" else "torch",
+            "threads": threads, "workers": workers,
+            "wall_seconds": round(seconds, 2), "audio_seconds": result.duration_seconds,
             "real_time_factor": round(result.duration_seconds / seconds, 1),
-            "peak_rss_mb": round(_peak_rss_mb(), 1), "n_events": len(result.events),
+            "cpu_seconds": round(cpu, 2),
+            "audio_seconds_per_cpu_second": round(result.duration_seconds / cpu, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            **({"peak_rss_largest_worker_mb": round(children, 1)} if workers > 1 else {}),
+            "n_events": len(result.events),
             "events": [{"label": e.label, "start": e.start_seconds, "end": e.end_seconds}
                        for e in result.events]}
 
@@ -249,6 +281,7 @@ def worker_profile(model: Path, audio: Path, threads: int) -> dict[str, Any]:
     decode_resample = time.perf_counter() - t0
 
     detector = Detector(loaded)
+    scorer: Any = detector.scorer
     spent = {"frontend": 0.0, "network": 0.0}
     started: dict[str, float] = {}
 
@@ -257,8 +290,8 @@ def worker_profile(model: Path, audio: Path, threads: int) -> dict[str, Any]:
         module.register_forward_hook(
             lambda *_: spent.__setitem__(key, spent[key] + time.perf_counter() - started[key]))
 
-    timed(detector.frontend, "frontend")
-    timed(detector.model, "network")
+    timed(scorer.frontend, "frontend")
+    timed(scorer.model, "network")
     t0 = time.perf_counter()
     scores = detector.score_file(audio)
     total = time.perf_counter() - t0
@@ -269,6 +302,96 @@ def worker_profile(model: Path, audio: Path, threads: int) -> dict[str, Any]:
             "network_seconds": round(spent["network"], 2),
             "other_seconds": round(total - decode_resample - spent["frontend"]
                                    - spent["network"], 2)}
+
+
+def worker_profile_onnx(model: Path, frontend: Path, audio: Path) -> dict[str, Any]:
+    """Seconds per stage of the ONNX engine (one thread) over ``audio``: decode, resample,
+    the graph (of which the front end: the same windows through a front-end-only graph)."""
+    import onnxruntime as ort
+
+    from tympan.inference.detect import Detector
+    from tympan.inference.onnx_predict import OnnxPredictor
+    from tympan.inference.stream import AudioStream
+
+    predictor = OnnxPredictor(model, threads=1)
+    rate = predictor.sample_rate
+    t0 = time.perf_counter()
+    for _ in AudioStream(audio, HOUR_RATE, block_seconds=30.0):
+        pass
+    decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in AudioStream(audio, rate, block_seconds=30.0):
+        pass
+    decode_resample = time.perf_counter() - t0
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    front = ort.InferenceSession(str(frontend), options, providers=["CPUExecutionProvider"])
+    spent = {"graph": 0.0, "frontend": 0.0}
+    run = predictor.session.run
+
+    def timed_run(names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        t = time.perf_counter()
+        front.run(None, {front.get_inputs()[0].name: next(iter(feeds.values()))})
+        t1 = time.perf_counter()
+        out = run(names, feeds)
+        spent["frontend"] += t1 - t
+        spent["graph"] += time.perf_counter() - t1
+        return out
+
+    predictor.session.run = timed_run  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    scores = Detector(predictor).score_file(audio)
+    total = time.perf_counter() - t0 - spent["frontend"]  # the extra front-end runs excluded
+    return {"audio_seconds": scores.duration_seconds, "n_windows": scores.n_windows,
+            "total_seconds": round(total, 2), "decode_seconds": round(decode, 2),
+            "resample_seconds": round(decode_resample - decode, 2),
+            "graph_seconds": round(spent["graph"], 2),
+            "graph_frontend_seconds": round(spent["frontend"], 2),
+            "graph_network_seconds": round(spent["graph"] - spent["frontend"], 2),
+            "other_seconds": round(total - decode_resample - spent["graph"], 2)}
+
+
+def worker_export(model: Path, work: Path) -> dict[str, Any]:
+    """The exact ONNX export of ``model``, its one-time-shift variant and a front-end-only
+    graph (for the stage profile), written once into ``work``."""
+    import torch
+
+    from tympan.inference.onnx_export import ExportOptions, export_onnx
+    from tympan.inference.onnx_frontend import ExportLogMel
+    from tympan.models.modelfile import load_model
+
+    loaded = load_model(model)
+    paths = {"exact": work / "model.onnx", "shift1": work / "model-1shift.onnx",
+             "frontend": work / "frontend.onnx"}
+    if not paths["exact"].is_file():
+        export_onnx(loaded, paths["exact"], overwrite=True)
+    if not paths["shift1"].is_file() and hasattr(loaded.model, "time_shifts"):
+        export_onnx(loaded, paths["shift1"], ExportOptions(time_shifts=1), overwrite=True)
+    if not paths["frontend"].is_file():
+        example = torch.randn(2, 3 * loaded.feature_config.patch_frames
+                              * loaded.feature_config.hop_samples)
+        program = torch.onnx.export(
+            ExportLogMel(loaded.feature_config).eval(), (example,), dynamo=True,
+            opset_version=18, input_names=["waveform"], output_names=["log_mel"],
+            dynamic_shapes={"waveform": {0: torch.export.Dim("batch"),
+                                         1: torch.export.Dim("samples", min=1024)}})
+        assert program is not None
+        program.optimize()
+        program.save(str(paths["frontend"]))
+    return {k: str(v) for k, v in paths.items() if v.is_file()}
+
+
+def worker_agreement(exact: Path, shift1: Path, audio: Path) -> dict[str, Any]:
+    """Window probabilities of the exact export vs the one-time-shift one on ``audio``."""
+    from tympan.inference.detect import Detector
+    from tympan.inference.onnx_predict import OnnxPredictor
+
+    a = Detector(OnnxPredictor(exact, threads=1)).score_file(audio).scores[:, 0]
+    b = Detector(OnnxPredictor(shift1, threads=1)).score_file(audio).scores[:, 0]
+    return {"n_windows": int(a.shape[0]),
+            "max_abs_difference": round(float(np.abs(a - b).max()), 4),
+            "mean_abs_difference": round(float(np.abs(a - b).mean()), 5),
+            "top1_agreement": round(float((a.argmax(1) == b.argmax(1)).mean()), 4)}
 
 
 def worker_yamnet(audio: Path, threads: int) -> dict[str, Any]:
@@ -344,14 +467,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2,
                         help="torch / TFLite threads (on a busy machine 1 can be faster: "
                         "OpenMP threads wait on each other when cores are taken)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: bench/results/detect.json at 2 threads, "
+                        "detect-Nthread.json otherwise)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a trained model file to time instead of training mn04 on ESC-10 "
+                        "folds 2-5 (events are scored against ESC-10 fold-1 clips)")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
         if kind == "detect":
-            result = worker_detect(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]))
+            result = worker_detect(Path(rest[0]), Path(rest[1]), Path(rest[2]), int(rest[3]),
+                                   int(rest[4]) if len(rest) > 4 else 1)
         elif kind == "profile":
             result = worker_profile(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        elif kind == "profile_onnx":
+            result = worker_profile_onnx(Path(rest[0]), Path(rest[1]), Path(rest[2]))
+        elif kind == "export":
+            result = worker_export(Path(rest[0]), Path(rest[1]))
+        elif kind == "agreement":
+            result = worker_agreement(Path(rest[0]), Path(rest[1]), Path(rest[2]))
         else:
             result = worker_yamnet(Path(rest[0]), int(rest[1]))
         print(json.dumps(result))
@@ -365,7 +501,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     started = time.perf_counter()
-    model = train_model(work)
+    model = args.model if args.model is not None else train_model(work)
     hour = work / "hour.wav"
     hour_info = (json.loads((work / "hour.json").read_text()) if (work / "hour.json").is_file()
                  and hour.is_file() else make_hour(hour, args.hours))
@@ -377,6 +513,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "benchmark": "detect", "model": "mn04_as frozen + logistic head (ESC-10 folds 2-5)",
         "model_file": str(model), "hour_recording": hour_info,
+        **({"model": f"given: {model}"} if args.model is not None else {}),
     }
     record["detect_1h"] = {k: v for k, v in _spawn("detect_1h", "detect", str(model), str(hour),
                                                    str(work / "out-hour"), threads).items()
@@ -394,6 +531,33 @@ def main() -> None:
                               "matching": "a detection is right if it overlaps a true clip of "
                                           "its label; a clip is found if such a detection "
                                           "overlaps it"}
+    # the ONNX engine (tympan export): one process with --threads, and two single-thread
+    # worker processes (the parent decodes); events and agreement of the 1-shift export
+    exports = _spawn("export", "export", str(model), str(work))
+    onnx = exports["exact"]
+    record["detect_1h_onnx"] = {k: v for k, v in _spawn(
+        "detect_1h_onnx", "detect", onnx, str(hour), str(work / "out-hour-onnx"), threads,
+        "1").items() if k != "events"}
+    record["detect_1h_onnx_2workers"] = {k: v for k, v in _spawn(
+        "detect_1h_onnx_2workers", "detect", onnx, str(hour), str(work / "out-hour-onnx2"), "1",
+        "2").items() if k != "events"}
+    best = max(record["detect_1h_onnx"]["real_time_factor"],
+               record["detect_1h_onnx_2workers"]["real_time_factor"])
+    record["speed_ratio_onnx_vs_yamnet"] = round(best / record["yamnet_1h"]["real_time_factor"],
+                                                 3)
+    record["profile_fold1_onnx"] = _spawn("profile_fold1_onnx", "profile_onnx", onnx,
+                                          exports["frontend"], str(events_wav))
+    for name, path in [("onnx", onnx), ("onnx_1shift", exports.get("shift1"))]:
+        if path is None:
+            continue
+        found = _spawn(f"detect_fold1_{name}", "detect", path, str(events_wav),
+                       str(work / f"out-events-{name}"), threads, "1")
+        record[f"events_fold1_{name}"] = {"recording_seconds": found["audio_seconds"],
+                                          "real_time_factor": found["real_time_factor"],
+                                          **event_scores(truth, found["events"])}
+    if "shift1" in exports:
+        record["window_agreement_1shift_vs_exact_fold1"] = _spawn(
+            "agreement", "agreement", onnx, exports["shift1"], str(events_wav))
     if args.long_hours > 0:
         long_model = model if args.long_model == "default" else light_model(work)
         record["long_model"] = ("the default model" if args.long_model == "default" else
@@ -426,8 +590,8 @@ def main() -> None:
     })
     RESULTS.mkdir(parents=True, exist_ok=True)
     # the goal's condition (two threads on two cores) is detect.json; other counts beside it
-    target = RESULTS / ("detect.json" if args.threads == 2 else
-                        f"detect-{args.threads}thread.json")
+    target = args.out or RESULTS / ("detect.json" if args.threads == 2 else
+                                    f"detect-{args.threads}thread.json")
     target.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 

@@ -13,7 +13,13 @@ speed tricks), and YAMNet TFLite (the peer: 15,600-sample 16 kHz windows at a
 ``--repeats`` rounds, at each ``--threads``; each tympan variant's accuracy is
 scored on every clip of ``--fold``, so ``MODEL`` must be trained on the other
 folds (its ESC-50 accuracy loss to a speed trick is the difference to
-``torch-eager``). Writes ``bench/results/inference.json``.
+``torch-eager``). Beside wall clips/s each worker reports clips per CPU
+second (``time.process_time``): on a shared machine wall time measures the
+neighbours, CPU time what one idle core would give. The int8 variants
+(``QUANTISED``) quantise only the network's convolutions: dynamic int8 of the
+whole graph (``onnx-1shift-int8``) also quantises the front end's DFT and mel
+matmuls, whose activations (power spectra) span far more than 8 bits, which is
+why it lost most of its accuracy. Writes ``bench/results/inference.json``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,55 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "onnx-exact": {},
     "onnx-1shift": {"time_shifts": 1},
     "onnx-1shift-int8": {"time_shifts": 1, "quantize": True},
+    "onnx-int8-dynamic-conv": {},
+    "onnx-int8-qdq-conv": {},
 }
+
+#: Variants quantised here from the exact export (not ``tympan export`` options): int8 for the
+#: network's convolutions only, the front end's DFT/mel matmuls, the first conv, the
+#: squeeze-excitation layers (Gemm) and the head kept in float. ``dynamic``: weights int8,
+#: activations quantised per call; ``qdq``: static QDQ, per-channel weights, activation
+#: ranges calibrated on ``CALIBRATION_CLIPS`` clips of a training fold.
+QUANTISED = {"onnx-int8-dynamic-conv": "dynamic", "onnx-int8-qdq-conv": "qdq"}
+CALIBRATION_CLIPS = 32
+
+
+def quantise(source: Path, target: Path, kind: str, calibration: list[Path], rate: int) -> None:
+    """Write ``source`` quantised as ``kind`` (see :data:`QUANTISED`) to ``target``."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    from tympan.audio import load_audio
+
+    nodes = list(onnx.load(str(source)).graph.node)
+    first_conv = next(i for i, n in enumerate(nodes) if n.op_type == "Conv")
+    keep_float = [n.name for n in nodes[:first_conv + 1]]  # front end, patching, first conv
+    keep_float += [n.name for n in nodes[first_conv:] if n.op_type in ("Gemm", "MatMul")]
+    if kind == "dynamic":
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Conv"], nodes_to_exclude=keep_float,
+                         per_channel=True)
+        return
+
+    class Clips(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{"waveform": load_audio(p, rate)[None].astype(np.float32)}
+                               for p in calibration])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.feeds, None)
+
+    quantize_static(str(source), str(target), Clips(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, op_types_to_quantize=["Conv"],
+                    nodes_to_exclude=keep_float, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
 
 
 def esc50_fold(data: Path, fold: str) -> list[tuple[Path, str]]:
@@ -102,13 +156,16 @@ def worker(args: argparse.Namespace) -> int:
     for path in files[:3]:  # warm-up: first-call allocations, caches
         score(path)
     seconds, top = [], []
+    cpu = time.process_time()
     for path in files:
         started = time.perf_counter()
         probabilities = score(path)
         seconds.append(time.perf_counter() - started)
         top.append(int(probabilities.argmax()))
+    cpu = time.process_time() - cpu
     total = sum(seconds)
     print(json.dumps({"clips": len(files), "seconds": total, "clips_per_second": len(files) / total,
+                      "cpu_seconds": cpu, "clips_per_cpu_second": len(files) / cpu,
                       "ms_per_clip_median": 1000 * sorted(seconds)[len(seconds) // 2],
                       "rate": rate, "top1": top}))
     return 0
@@ -134,8 +191,10 @@ def run_worker(engine: str, target: Path, files: list[Path], threads: int) -> di
 # -- driver -----------------------------------------------------------------------------------
 
 
-def export_variants(model: Path, work: Path, names: list[str]) -> dict[str, tuple[str, Path]]:
-    """``name -> (engine, file)``: the model file itself for torch, an export for ONNX."""
+def export_variants(model: Path, work: Path, names: list[str],
+                    calibration: list[Path] | None = None) -> dict[str, tuple[str, Path]]:
+    """``name -> (engine, file)``: the model file itself for torch, an export for ONNX
+    (quantised variants from the exact export, calibrated on ``calibration`` clips)."""
     from tympan.fileio import sha256_file
     from tympan.inference.onnx_export import ExportOptions, export_onnx
     from tympan.models.modelfile import load_model
@@ -149,7 +208,14 @@ def export_variants(model: Path, work: Path, names: list[str]) -> dict[str, tupl
             engines[name] = ("torch", model)
             continue
         target = work / f"{model.stem}-{digest}-{name}.onnx"
-        if not target.is_file():
+        if not target.is_file() and name in QUANTISED:
+            exact = work / f"{model.stem}-{digest}-onnx-exact.onnx"
+            if not exact.is_file():
+                export_onnx(loaded, exact, ExportOptions())
+            print(f"quantising {name} ...", flush=True)
+            quantise(exact, target, QUANTISED[name], calibration or [],
+                     loaded.feature_config.sample_rate)
+        elif not target.is_file():
             print(f"exporting {name} ...", flush=True)
             export_onnx(loaded, target, ExportOptions(**options))
         engines[name] = ("onnx", target)
@@ -189,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         clips = clips[::max(1, len(clips) // args.accuracy_clips)][:args.accuracy_clips]
     timed = [path for path, _ in clips[::max(1, len(clips) // args.clips)]][:args.clips]
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    engines = export_variants(args.model, args.work_dir, args.variants)
+    training = [p for f in ("2", "3", "4", "5", "1") if f != args.fold
+                for p, _ in esc50_fold(args.data, f)]
+    calibration = training[::max(1, len(training) // CALIBRATION_CLIPS)][:CALIBRATION_CLIPS]
+    engines = export_variants(args.model, args.work_dir, args.variants, calibration)
     engines["yamnet-tflite"] = ("yamnet", args.weights / YAMNET)
 
     from tympan.models.modelfile import read_metadata
@@ -214,14 +283,20 @@ def main(argv: list[str] | None = None) -> int:
                 timing = run_worker(engine, target, timed, threads)
                 results[name]["rounds"].setdefault(str(threads), []).append(
                     round(timing["clips_per_second"], 2))
+                results[name].setdefault("cpu_rounds", {}).setdefault(str(threads), []).append(
+                    round(timing["clips_per_cpu_second"], 2))
                 print(f"round {round_ + 1}, {threads} thread(s): {name} "
                       f"{timing['clips_per_second']:.1f} clips/s", flush=True)
     peer = results["yamnet-tflite"]
     for entry in results.values():
         entry["clips_per_second"] = {t: max(r) for t, r in entry["rounds"].items()}
+        # clips per CPU second: what one idle core would give (robust to a shared machine)
+        entry["clips_per_cpu_second"] = {t: max(r) for t, r in entry["cpu_rounds"].items()}
     for entry in results.values():
         entry["speed_vs_yamnet"] = {t: round(cps / peer["clips_per_second"][t], 2)
                                     for t, cps in entry["clips_per_second"].items()}
+        entry["cpu_speed_vs_yamnet"] = {t: round(cps / peer["clips_per_cpu_second"][t], 2)
+                                        for t, cps in entry["clips_per_cpu_second"].items()}
     eager = results.get("torch-eager", {}).get("accuracy")
     for entry in results.values():
         if eager is not None and entry["accuracy"] is not None:
@@ -240,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "variants": results,
         "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
+        "calibration_clips": [str(p) for p in calibration],
         "commit": commit,
         "command": " ".join(["python", "bench/inference.py", *(argv or sys.argv[1:])]),
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},

@@ -169,3 +169,25 @@ def test_bad_and_broken_files_are_reported_not_fatal(band_model_file: Path,
     broken = [f for f in document["files"] if f["path"].endswith("cut.wav")][0]
     assert broken["failure"]["seconds"] == pytest.approx(3.0, abs=1e-3)
     assert [e["label"] for e in broken["events"] if e["label"] != "background"] == ["low"]
+
+
+def test_an_onnx_export_finds_the_same_events_with_the_stored_thresholds(
+        band_model_file: Path, recordings: dict[str, Path], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from tympan.inference.onnx_export import export_onnx
+    from tympan.models.modelfile import load_model
+
+    onnx_file = export_onnx(load_model(band_model_file), tmp_path / "bands.onnx")
+    tables = []
+    for model, out, extra in [(band_model_file, tmp_path / "torch", ["--threads", "1"]),
+                              (onnx_file, tmp_path / "onnx", ["--workers", "2"])]:
+        result = _invoke(str(model), str(tmp_path / "field"), "-o", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        tables.append(_rows(out / "events.csv"))
+    # the thresholds (0.25) travel in the export: the default 0.5 would find nothing
+    assert tables[1] == tables[0] and any(r["label"] == "high" for r in tables[0])
+    gpu = _invoke(str(onnx_file), str(recordings["dawn"]), "--device", "cuda")
+    assert gpu.exit_code == 2 and "runs on the CPU" in gpu.output
+    torch_workers = _invoke(str(band_model_file), str(recordings["dawn"]), "--workers", "2")
+    assert torch_workers.exit_code == 2 and "export" in torch_workers.output

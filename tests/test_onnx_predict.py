@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from tympan.cli import app
 from tympan.errors import AudioError, ModelFileError
+from tympan.inference.detect import Detector
+from tympan.inference.events import EventConfig, detect_events
 from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
 from tympan.inference.predict import Predictor
 from tympan.models.modelfile import load_model
@@ -90,6 +92,64 @@ def test_foreign_or_broken_onnx_files_are_model_file_errors(tmp_path: Path) -> N
     assert is_onnx_model("a/b.ONNX") and not is_onnx_model("a/b.safetensors")
 
 
+def _recording(path: Path) -> Path:
+    """20 s at 16 kHz: a tone, a chirp, a noise burst and clicks with silence between."""
+    wave = np.zeros(20 * RATE, dtype=np.float32)
+    for start, sound in [(0.5, synth.tone(600, 3.0, RATE)), (5.0, synth.chirp(300, 5000, 4.0,
+                                                                               RATE)),
+                         (11.0, synth.noise_burst(3.0, RATE, seed=2)),
+                         (16.0, synth.click_train(8, 3.5, RATE))]:
+        at = round(start * RATE)
+        wave[at:at + sound.shape[0]] += sound
+    return synth.write(path, wave, RATE)
+
+
+def test_detect_on_the_export_scores_and_finds_events_as_the_model_file(
+        tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    model_file, onnx_file = tiny_onnx
+    path = _recording(tmp_path / "scene.wav")
+    want = Detector(load_model(model_file), batch_size=4).score_file(path, keep_spectrum=True)
+    onnx_detector = Detector(OnnxPredictor(onnx_file, threads=1), batch_size=4)
+    got = onnx_detector.score_file(path, keep_spectrum=True)
+    assert got.n_windows == want.n_windows > 60 and (got.starts == want.starts).all()
+    assert got.n_samples == want.n_samples and got.failure is None
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5, rtol=0)
+    assert got.spectrum is not None and want.spectrum is not None
+    np.testing.assert_allclose(got.spectrum, want.spectrum, atol=1e-3, rtol=0)
+    # thresholds mid-way through each class's range, so every class has events to compare
+    low, high = want.scores.min(axis=(0, 1)), want.scores.max(axis=(0, 1))
+    config = EventConfig(thresholds={c: float((lo + hi) / 2)
+                                     for c, lo, hi in zip(TINY_CLASSES, low, high, strict=True)},
+                         hysteresis=0.0)
+
+    def spans(scores: object) -> list[tuple[str, float, float]]:
+        return [(e.label, e.start_seconds, e.end_seconds)
+                for e in detect_events(scores, config)]  # type: ignore[arg-type]
+
+    assert spans(got) == spans(want) and len(spans(want)) >= len(TINY_CLASSES)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        Detector(OnnxPredictor(onnx_file), device="cuda")
+
+
+def test_worker_processes_give_the_single_process_scores_in_order(
+        tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    model_file, onnx_file = tiny_onnx
+    path = _recording(tmp_path / "scene.wav")
+    alone = Detector(OnnxPredictor(onnx_file, threads=1), batch_size=3).score_file(path)
+    seen: list[float] = []
+    with Detector(OnnxPredictor(onnx_file), batch_size=3, workers=2) as pooled:
+        first = pooled.score_file(path, progress=seen.append, keep_spectrum=True)
+        again = pooled.score_file(path)  # the same workers serve the next file
+    assert pooled._pool is None  # closed
+    np.testing.assert_array_equal(first.starts, alone.starts)
+    np.testing.assert_allclose(first.scores, alone.scores, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(again.scores, first.scores)
+    assert first.spectrum is not None and first.spectrum.shape[:2] == first.scores.shape[:2]
+    assert seen == sorted(seen) and len(seen) == -(-alone.n_windows // 3)
+    with pytest.raises(ValueError, match="ONNX export"):
+        Detector(load_model(model_file), workers=2)
+
+
 def _clip_folder(root: Path) -> Path:
     synth.write(root / "tone.wav", synth.tone(700, 1.0, RATE), RATE)
     synth.write(root / "noise.flac", synth.noise_burst(1.0, 44100, seed=4), 44100)
@@ -126,6 +186,8 @@ print(json.dumps([[r.path.name, r.label, r.error] for r in results]))
 from tympan.cli import app
 app(["predict", sys.argv[1], *sys.argv[2:], "--json"], standalone_mode=False)
 app(["version"], standalone_mode=False)
+app(["detect", sys.argv[1], *sys.argv[2:], "-o", sys.argv[2] + ".detect", "--plot",
+     "--threshold", "0.3"], standalone_mode=False)
 assert not any(m == "torch" or m.startswith(("torch.", "lightning")) for m in sys.modules
                if sys.modules[m] is not None)
 """
@@ -146,3 +208,8 @@ def test_runtime_path_imports_no_torch(tiny_onnx: tuple[Path, Path], tmp_path: P
     cli_json, version = cli.rsplit("}", 1)
     assert len(json.loads(cli_json + "}")["predictions"]) == 3
     assert "torch not installed" in version
+    detected = json.loads((Path(files[0] + ".detect") / "events.json").read_text())
+    assert [Path(s["path"]).name for s in detected["skipped"]] == ["broken.wav"]
+    assert {Path(f["path"]).name for f in detected["files"]} == \
+        {"tone.wav", "noise.flac", "clicks.ogg"}
+    assert list((Path(files[0] + ".detect") / "files").glob("*.png"))

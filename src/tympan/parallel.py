@@ -25,22 +25,32 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 #: How often a worker's watchdog checks that its parent is alive (seconds).
 WATCHDOG_PERIOD_SECONDS = 0.5
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
+def process_pool(workers: int, initializer: Callable[..., Any] | None = None,
+                 initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
     """A ``ProcessPoolExecutor`` with ``workers`` processes (forked on Linux) that exit when
-    this process dies."""
+    this process dies; each then runs ``initializer(*initargs)`` (if given)."""
     if sys.platform.startswith("linux"):
         context = multiprocessing.get_context("fork")
     else:
         context = multiprocessing.get_context()
-    return _QuietForkPool(max_workers=workers, mp_context=context,
-                          initializer=die_with_parent, initargs=(os.getpid(),))
+    return _QuietForkPool(max_workers=workers, mp_context=context, initializer=_start_worker,
+                          initargs=(os.getpid(), initializer, initargs))
+
+
+def _start_worker(parent_pid: int, initializer: Callable[..., Any] | None,
+                  initargs: tuple[Any, ...]) -> None:
+    die_with_parent(parent_pid)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,7 +29,9 @@ def _channel(value: str) -> ChannelChoice:
 
 @app.command()
 def detect(
-    model: Annotated[Path, typer.Argument(help="Model file (.safetensors) written by tympan.")],
+    model: Annotated[Path, typer.Argument(
+        help="Model file (.safetensors) written by tympan, or its `tympan export` (.onnx, run "
+        "on onnxruntime without torch).")],
     paths: Annotated[list[Path], typer.Argument(help="Audio files and/or folders (recursive).")],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Folder for selections.txt (Raven), events.csv, events.json and "
@@ -59,6 +61,12 @@ def detect(
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
+        "engine's own choice.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="With an .onnx model: score in this many single-thread worker processes "
+        "while the main one decodes (2 on a 2-core machine).")] = 1,
     strict: Annotated[bool, typer.Option(
         help="Exit 1 if any file was skipped or failed mid-way.")] = False,
     verify: Verify = True,
@@ -70,13 +78,23 @@ def detect(
     minimum duration, gap merging). Files that cannot be decoded are listed
     and skipped; a file that breaks mid-way keeps the events found before.
     """
-    from tympan.inference.predict import collect_audio_files
+    from tympan.inference.prediction import collect_audio_files
     from tympan.workflows.detect import DetectSettings, detect_files
 
     choice = _channel(channel)
     if threshold is not None and not 0 < threshold <= 1:
         raise typer.BadParameter(f"--threshold must be in (0, 1], got {threshold}")
-    loaded = _load_model(model, verify)
+    from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
+
+    if workers > 1 and not is_onnx_model(model):
+        fail("--workers runs an ONNX export in each worker: export the model first "
+             "(tympan export MODEL) and pass the .onnx file, or use --threads")
+    if is_onnx_model(model):
+        if device not in (None, "cpu"):
+            fail(f"--device {device}: an .onnx model runs on the CPU (onnxruntime)")
+        loaded: Any = OnnxPredictor(model, threads=threads, batch_size=batch_size)
+    else:
+        loaded = _load_model(model, verify)
     files, skipped = collect_audio_files(paths)
     settings = DetectSettings(hop_seconds=hop_seconds, threshold=threshold,
                               hysteresis=hysteresis, smooth_windows=smooth,
@@ -87,8 +105,8 @@ def detect(
     with _progress(len(files), "detecting") as advance:
         try:
             outcome = detect_files(loaded, model, files, output, settings, plot=plot,
-                                   batch_size=batch_size, device=device,
-                                   progress=lambda _path, _reused: advance(1))
+                                   batch_size=batch_size, device=device, threads=threads,
+                                   workers=workers, progress=lambda _path, _reused: advance(1))
         except ValueError as exc:  # ConfigError is a ValueError too
             fail(str(exc))
             return

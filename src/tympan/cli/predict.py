@@ -60,7 +60,8 @@ def _load_model(path: Path, verify: bool) -> LoadedModel:
     return loaded
 
 
-def _predictor(model: Path, verify: bool, device: str | None, batch_size: int) -> Any:
+def _predictor(model: Path, verify: bool, device: str | None, batch_size: int,
+               threads: int | None = None) -> Any:
     """A Detector (streamed windows) for a model file, or an OnnxPredictor (ONNX Runtime,
     no torch) for a ``.onnx`` export; both have ``classes`` and ``predict_files``."""
     from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
@@ -68,11 +69,12 @@ def _predictor(model: Path, verify: bool, device: str | None, batch_size: int) -
     if is_onnx_model(model):
         if device not in (None, "cpu"):
             fail(f"--device {device}: an .onnx model runs on the CPU (onnxruntime)")
-        return OnnxPredictor(model)
+        return OnnxPredictor(model, threads=threads, batch_size=batch_size)
     from tympan.inference.detect import Detector
 
     # streamed windows of the training length; a file's answer is the mean over its windows
-    return Detector(_load_model(model, verify), device=device, batch_size=batch_size)
+    return Detector(_load_model(model, verify), device=device, batch_size=batch_size,
+                    threads=threads)
 
 
 def _display(path: Path) -> str:
@@ -152,6 +154,9 @@ def predict(
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option(
         help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
+        "engine's own choice.")] = None,
     verify: Verify = True,
 ) -> None:
     """Label audio files with a saved model: top-k labels with probabilities per file.
@@ -183,7 +188,7 @@ def predict(
     from tympan.fileio import atomic_write_text
     from tympan.inference.prediction import collect_audio_files
 
-    predictor = _predictor(model, verify, device, batch_size)
+    predictor = _predictor(model, verify, device, batch_size, threads)
     classes = list(predictor.classes)
     k = min(top_k, len(classes))
     files, skipped = collect_audio_files(paths)

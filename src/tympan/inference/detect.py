@@ -3,39 +3,60 @@
 A window is ``feature_config.patch_frames * hop_samples`` samples (what the
 model saw per patch in training), cut every ``hop`` samples from a stream
 (:class:`~tympan.inference.stream.AudioStream`), so memory is bounded by the
-batch, not the file. Each window is featurised on its own samples and scored
-with :func:`~tympan.inference.predict.clip_probabilities`: a window's
-probabilities are exactly what :class:`~tympan.inference.predict.Predictor`
-gives for a clip of those samples. Offsets are integer samples at the model's
-rate, so times do not drift after hours. A file's clip probabilities are the
-mean over its windows (``tympan predict``).
+batch, not the file. Each window is scored on its own samples by a :class:`WindowScorer`: a model
+file's torch network (:class:`~tympan.inference.torch_scorer.TorchScorer`: a
+window's probabilities are exactly what
+:class:`~tympan.inference.predict.Predictor` gives for a clip of those
+samples) or its ONNX export on ONNX Runtime
+(:class:`~tympan.inference.onnx_predict.OnnxPredictor`, no torch). This module
+holds only the window maths and imports no torch. Offsets are integer samples
+at the model's rate, so times do not drift after hours. A file's clip
+probabilities are the mean over its windows (``tympan predict``).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
+from tympan.config import FeatureConfig
 from tympan.errors import AudioError, ModelOutputError
-from tympan.features import LogMel
-from tympan.inference.predict import (
-    NON_FINITE_OUTPUT,
-    Prediction,
-    clip_probabilities,
-    resolve_device,
-)
+from tympan.inference.prediction import NON_FINITE_OUTPUT, Prediction
 from tympan.inference.stream import AudioStream, ChannelChoice, DecodeFailure
-from tympan.models.modelfile import LoadedModel
+
+if TYPE_CHECKING:
+    from tympan.models.modelfile import LoadedModel
 
 
-def window_samples(loaded: LoadedModel) -> int:
-    """The model's training window in samples at its rate: ``patch_frames * hop_samples``."""
-    config = loaded.feature_config
-    return config.patch_frames * config.hop_samples
+@runtime_checkable
+class WindowScorer(Protocol):
+    """An engine that scores equal-length waveform windows at the model's rate."""
+
+    classes: list[str]
+    feature_config: FeatureConfig
+
+    def score(self, windows: np.ndarray, *, keep_spectrum: bool = False
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(n, n_classes)`` of ``(n, samples)`` windows and, with
+        ``keep_spectrum``, each window's mean log-mel ``(n, n_mels)``.
+
+        Raises:
+            ModelOutputError: NaN or infinite probabilities.
+        """
+        ...
+
+
+def window_samples(model: Any) -> int:
+    """The model's training window in samples at its rate: ``patch_frames * hop_samples``
+    (``model``: anything with a ``feature_config``)."""
+    config = model.feature_config
+    return int(config.patch_frames * config.hop_samples)
 
 
 @dataclass
@@ -102,32 +123,58 @@ class FilePrediction(Prediction):
 class Detector:
     """Score long recordings window by window with a trained model.
 
-    ``hop_seconds`` (None = half a window) is the step between windows;
-    ``batch_size`` is windows per forward pass (memory grows with it, not
-    with the file); ``block_seconds`` is how much audio is decoded per read.
-    ``min_duration_seconds`` is the shortest usable file, as for prediction.
+    ``model`` is a loaded model file (scored with torch on ``device``, with
+    ``threads`` intra-op threads) or any :class:`WindowScorer` (e.g. an
+    :class:`~tympan.inference.onnx_predict.OnnxPredictor`; ``device`` must then
+    be None or ``"cpu"``). ``hop_seconds`` (None = half a window) is the step
+    between windows; ``batch_size`` is windows per forward pass (memory grows
+    with it, not with the file); ``block_seconds`` is how much audio is decoded
+    per read. ``min_duration_seconds`` is the shortest usable file, as for
+    prediction. ``workers`` > 1 scores batches in that many worker processes
+    (each a single-thread copy of the engine; scorers with ``worker_spec``,
+    i.e. ONNX exports) while this process decodes; call :meth:`close` (or use
+    ``with``) to stop them.
 
     Raises:
-        ValueError: a hop that is not positive or longer than a window.
+        ValueError: a hop that is not positive or longer than a window; a device
+            other than the CPU for a scorer that runs on the CPU; ``workers`` > 1
+            for an engine that cannot be copied into workers.
     """
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        model: LoadedModel | WindowScorer,
         *,
         hop_seconds: float | None = None,
         batch_size: int = 8,
-        device: str | torch.device | None = None,
+        device: Any = None,
         block_seconds: float = 30.0,
         min_duration_seconds: float = 0.1,
+        threads: int | None = None,
+        workers: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.loaded = loaded
-        self.classes = loaded.classes
-        self.feature_config = loaded.feature_config
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if isinstance(model, WindowScorer):
+            if device not in (None, "cpu"):
+                raise ValueError(f"device {device}: this model runs on the CPU (onnxruntime)")
+            self.scorer: WindowScorer = model
+        else:
+            from tympan.inference.torch_scorer import TorchScorer
+
+            self.scorer = TorchScorer(model, device=device, batch_size=batch_size,
+                                      threads=threads)
+        if workers > 1 and not hasattr(self.scorer, "worker_spec"):
+            raise ValueError("workers > 1 runs an ONNX export (tympan export) in each worker; "
+                             "this model runs in one process (use --threads)")
+        self.workers = workers
+        self._pool: Any = None  # a ScorerPool, started on the first file
+        self.classes = list(self.scorer.classes)
+        self.feature_config = self.scorer.feature_config
         self.sample_rate = self.feature_config.sample_rate
-        self.window_samples = window_samples(loaded)
+        self.window_samples = window_samples(self.scorer)
         if hop_seconds is None:
             self.hop_samples = max(1, self.window_samples // 2)
         else:
@@ -139,9 +186,26 @@ class Detector:
         self.batch_size = batch_size
         self.block_seconds = block_seconds
         self.min_duration_seconds = min_duration_seconds
-        self.device = resolve_device(device)
-        self.model = loaded.model.to(self.device).eval()
-        self.frontend = LogMel(self.feature_config).to(self.device)
+
+    def close(self) -> None:
+        """Stop the worker processes (if any); the detector starts new ones when used again."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _worker_pool(self) -> Any:
+        if self._pool is None:
+            from tympan.inference.scorer_pool import ScorerPool
+
+            spec = self.scorer.worker_spec()  # type: ignore[attr-defined]
+            self._pool = ScorerPool(spec, self.workers)
+        return self._pool
 
     @property
     def window_seconds(self) -> float:
@@ -158,19 +222,7 @@ class Detector:
         Raises:
             ModelOutputError: the model gives NaN or infinite probabilities.
         """
-        return self._score(windows)[0]
-
-    @torch.inference_mode()
-    def _score(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities ``(n, n_classes)`` and mean log-mel ``(n, n_mels)`` per window."""
-        wave = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-        specs = self.frontend(wave).cpu()  # patching runs on the CPU, the network on device
-        patches_per_window = max(1, -(-specs.shape[-1] // self.feature_config.patch_hop_frames))
-        probs = clip_probabilities(self.model, specs, self.feature_config,
-                                   batch_size=max(1, self.batch_size * patches_per_window))
-        if not np.isfinite(probs).all():
-            raise ModelOutputError(NON_FINITE_OUTPUT)
-        return probs, specs.mean(dim=-1).numpy()
+        return self.scorer.score(np.ascontiguousarray(windows, dtype=np.float32))[0]
 
     def _windows(self, stream: AudioStream) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, samples (channels, window))`` for each window of the stream, in order;
@@ -225,35 +277,57 @@ class Detector:
         batch: list[np.ndarray] = []
         batch_starts: list[int] = []
         n_channels = stream.channels_out
+        pool = self._worker_pool() if self.workers > 1 else None
+        Scored = tuple[np.ndarray, np.ndarray | None]
+        pending: deque[tuple[Future[Scored], list[int]]] = deque()
 
-        def flush() -> None:
-            stacked = np.concatenate(batch)  # (windows * channels, samples)
-            probs, spectrum = self._score(stacked)
-            rows.append(probs.reshape(len(batch), n_channels, -1))
-            if keep_spectrum:
-                spectra.append(spectrum.reshape(len(batch), n_channels, -1))
+        def collect(scored: Scored, batch_starts: list[int]) -> None:
+            probs, spectrum = scored
+            rows.append(probs.reshape(len(batch_starts), n_channels, -1))
+            if spectrum is not None:
+                spectra.append(spectrum.reshape(len(batch_starts), n_channels, -1))
             starts.extend(batch_starts)
-            batch.clear()
-            batch_starts.clear()
             if progress is not None:
                 progress(starts[-1] / self.sample_rate)
 
-        for start, samples in self._windows(stream):
-            if samples.shape[1] < self.window_samples:  # a short file: scored on its own
-                if samples.shape[1] / self.sample_rate < self.min_duration_seconds:
-                    reason = (str(stream.failure) if stream.failure is not None and
-                              samples.shape[1] == 0 else
-                              f"{samples.shape[1] / self.sample_rate:.3g} s, shorter than the "
-                              f"{self.min_duration_seconds:g} s minimum")
-                    raise AudioError(path, reason)
-                if batch:
+        def flush() -> None:
+            stacked = np.concatenate(batch)  # (windows * channels, samples)
+            if pool is None:
+                collect(self.scorer.score(stacked, keep_spectrum=keep_spectrum),
+                        list(batch_starts))
+            else:  # a few batches in flight, collected in order
+                pending.append((pool.submit(stacked, keep_spectrum), list(batch_starts)))
+                while len(pending) > 2 * pool.workers:
+                    drain_one()
+            batch.clear()
+            batch_starts.clear()
+
+        def drain_one() -> None:
+            future, its_starts = pending.popleft()
+            collect(future.result(), its_starts)
+
+        try:
+            for start, samples in self._windows(stream):
+                if samples.shape[1] < self.window_samples:  # a short file: scored on its own
+                    if samples.shape[1] / self.sample_rate < self.min_duration_seconds:
+                        reason = (str(stream.failure) if stream.failure is not None and
+                                  samples.shape[1] == 0 else
+                                  f"{samples.shape[1] / self.sample_rate:.3g} s, shorter than the "
+                                  f"{self.min_duration_seconds:g} s minimum")
+                        raise AudioError(path, reason)
+                    if batch:
+                        flush()
+                batch.append(samples)
+                batch_starts.append(start)
+                if len(batch) >= self.batch_size or samples.shape[1] < self.window_samples:
                     flush()
-            batch.append(samples)
-            batch_starts.append(start)
-            if len(batch) >= self.batch_size or samples.shape[1] < self.window_samples:
+            if batch:
                 flush()
-        if batch:
-            flush()
+            while pending:
+                drain_one()
+        finally:
+            for future, _ in pending:  # after an error: batches not needed any more
+                future.cancel()
         if not starts:
             reason = str(stream.failure) if stream.failure is not None else "no samples decoded"
             raise AudioError(path, reason)
@@ -293,4 +367,4 @@ class Detector:
         return results
 
 
-__all__ = ["Detector", "FilePrediction", "WindowScores", "window_samples"]
+__all__ = ["Detector", "FilePrediction", "WindowScorer", "WindowScores", "window_samples"]

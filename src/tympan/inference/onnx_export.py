@@ -30,6 +30,7 @@ from tympan.config import FeatureConfig
 from tympan.errors import ModelFileError
 from tympan.features import LogMel
 from tympan.fileio import atomic_path, sha256_file
+from tympan.inference.events import model_thresholds
 from tympan.inference.onnx_frontend import ExportLogMel
 from tympan.models.modelfile import LoadedModel
 
@@ -40,7 +41,7 @@ OPSET = 18
 METADATA_KEYS = ("tympan.classes", "tympan.sample_rate", "tympan.feature_config",
                  "tympan.patch_frames", "tympan.patch_hop_frames", "tympan.time_shifts",
                  "tympan.source_sha256", "tympan.source_model", "tympan.stft", "tympan.version",
-                 "tympan.quantized")
+                 "tympan.quantized", "tympan.thresholds")
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ def export_metadata(loaded: LoadedModel, options: ExportOptions) -> dict[str, st
         "tympan.stft": options.stft,
         "tympan.version": __version__,
         "tympan.quantized": "int8-dynamic" if options.quantize else "none",
+        # per-class detection thresholds the training run chose (``tympan detect``)
+        "tympan.thresholds": json.dumps(model_thresholds(loaded.metadata.extra)),
     }
 
 

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tympan.errors import AudioError, ModelOutputError
 from tympan.fileio import atomic_write_text
@@ -31,7 +31,6 @@ from tympan.inference.events import (
     model_thresholds,
 )
 from tympan.inference.stream import ChannelChoice
-from tympan.models.modelfile import LoadedModel
 from tympan.workflows.event_tables import (
     FileDetections,
     audacity_labels,
@@ -40,6 +39,13 @@ from tympan.workflows.event_tables import (
     raven_table,
     recording_start,
 )
+
+if TYPE_CHECKING:
+    from tympan.inference.onnx_predict import OnnxPredictor
+    from tympan.models.modelfile import LoadedModel
+
+    #: A model file (torch) or an ONNX export (onnxruntime, no torch).
+    DetectModel = LoadedModel | OnnxPredictor
 
 RAVEN_FILE = "selections.txt"
 CSV_FILE = "events.csv"
@@ -66,14 +72,22 @@ class DetectSettings:
     channel: ChannelChoice = "mix"
     start_time: str | None = None
 
-    def event_config(self, loaded: LoadedModel) -> EventConfig:
+    def event_config(self, loaded: DetectModel) -> EventConfig:
         """The :class:`EventConfig` for ``loaded``: its stored thresholds unless overridden."""
-        stored = {} if self.threshold is not None else model_thresholds(loaded.metadata.extra)
+        stored = {} if self.threshold is not None else stored_thresholds(loaded)
         return EventConfig(
             thresholds={k: v for k, v in stored.items() if k in loaded.classes},
             default_threshold=self.threshold if self.threshold is not None else DEFAULT_THRESHOLD,
             hysteresis=self.hysteresis, smooth_windows=self.smooth_windows,
             min_duration_seconds=self.min_duration_seconds, min_gap_seconds=self.min_gap_seconds)
+
+
+def stored_thresholds(loaded: DetectModel) -> dict[str, float]:
+    """Per-class thresholds the training run stored in a model file or its ONNX export."""
+    metadata = getattr(loaded, "metadata", None)
+    if metadata is not None and hasattr(metadata, "extra"):  # a LoadedModel
+        return model_thresholds(metadata.extra)
+    return dict(getattr(loaded, "thresholds", {}))
 
 
 @dataclass
@@ -134,7 +148,7 @@ def _load_done(record: Path, key: dict[str, Any]) -> FileDetections | None:
 
 
 def detect_files(
-    loaded: LoadedModel,
+    loaded: DetectModel,
     model_path: Path,
     paths: Sequence[Path],
     output_dir: Path,
@@ -143,9 +157,15 @@ def detect_files(
     plot: bool = False,
     batch_size: int = 8,
     device: str | None = None,
+    threads: int | None = None,
+    workers: int = 1,
     progress: Callable[[Path, bool], None] | None = None,
 ) -> DetectOutcome:
     """Detect events in every file of ``paths`` and write the outputs under ``output_dir``.
+
+    ``loaded`` is a loaded model file (torch, on ``device`` with ``threads``
+    threads) or an :class:`~tympan.inference.onnx_predict.OnnxPredictor` (its
+    own threads; ``workers`` > 1 scores in that many single-thread worker processes).
 
     ``progress(path, reused)`` is called after each file. Files already done
     with the same model and settings are reused, not scored again.
@@ -157,7 +177,18 @@ def detect_files(
     config = settings.event_config(loaded)
     recording_start(Path("x"), settings.start_time)  # a bad --start-time fails before any work
     detector = Detector(loaded, hop_seconds=settings.hop_seconds, batch_size=batch_size,
-                        device=device)
+                        device=device, threads=threads, workers=workers)
+    with detector:
+        outcome = _detect_each(detector, loaded, model_path, paths, output_dir, settings,
+                               config, plot, progress)
+    outcome.outputs = write_combined(outcome, output_dir, loaded, model_path, settings)
+    return outcome
+
+
+def _detect_each(detector: Detector, loaded: DetectModel, model_path: Path,
+                 paths: Sequence[Path], output_dir: Path, settings: DetectSettings,
+                 config: EventConfig, plot: bool,
+                 progress: Callable[[Path, bool], None] | None) -> DetectOutcome:
     files_dir = output_dir / FILES_DIR
     outcome = DetectOutcome([])
     for path in paths:
@@ -197,11 +228,10 @@ def detect_files(
             outcome.files.append(detections)
         if progress is not None:
             progress(path, False)
-    outcome.outputs = write_combined(outcome, output_dir, loaded, model_path, settings)
     return outcome
 
 
-def write_combined(outcome: DetectOutcome, output_dir: Path, loaded: LoadedModel,
+def write_combined(outcome: DetectOutcome, output_dir: Path, loaded: DetectModel,
                    model_path: Path, settings: DetectSettings) -> list[Path]:
     """Write the combined Raven table, CSV and JSON of ``outcome`` (atomically)."""
     high = loaded.feature_config.f_max
@@ -215,4 +245,4 @@ def write_combined(outcome: DetectOutcome, output_dir: Path, loaded: LoadedModel
 
 
 __all__ = ["DetectOutcome", "DetectSettings", "detect_file", "detect_files", "output_name",
-           "write_combined"]
+           "stored_thresholds", "write_combined"]
