@@ -55,6 +55,9 @@ WORD_SETS = {
     "pairs": ["bat", "bad", "bet", "bed", "bit", "bid", "but", "bud", "pat", "pad",
               "cat", "cap", "tap", "tab", "dip", "tip", "pit", "pet", "pot", "dot"],
 }
+#: confusable: the minimal pairs plus sibilants and digits (32 words, several one phoneme apart)
+WORD_SETS["confusable"] = [*WORD_SETS["pairs"], "sip", "ship", "zero", "one", "two", "three",
+                           "four", "five", "six", "seven", "eight", "nine"]
 ACCENTS = ["en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
            "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 VARIANTS = ["m1", "m3", "f2", "f4"]
@@ -67,8 +70,12 @@ FRONT_ENDS: dict[str, int | None] = {"padded to 5 s": None,
                                      "own length, min 0.32 s": 32}
 
 
-def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path) -> None:
+def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path,
+          noisy: bool = False) -> None:
     """espeak-ng's rendering of ``word`` as a trimmed 22.05 kHz wav at ``path``.
+
+    ``noisy``: a random gain (-24 to 0 dB), 0-80 ms of lead and tail, and white or
+    brown background noise at a random SNR (5-25 dB), seeded by the file name.
 
     Raises:
         RuntimeError: espeak-ng is missing or fails.
@@ -83,11 +90,32 @@ def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path) -> None
                         "-w", raw.name, word], check=True, capture_output=True)
         wave, rate = soundfile.read(raw.name, dtype="float32")
     trimmed, _ = librosa.effects.trim(wave, top_db=35)
+    if noisy:
+        trimmed = add_noise(trimmed, rate, path.as_posix())
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, trimmed, rate)
 
 
-def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, Any]:
+def add_noise(wave: np.ndarray, rate: int, seed_text: str) -> np.ndarray:
+    """``wave`` at a random gain with random lead/tail and background noise (see :func:`speak`)."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
+    lead, tail = (int(rng.uniform(0.0, 0.08) * rate) for _ in range(2))
+    speech = np.concatenate([np.zeros(lead), wave, np.zeros(tail)])
+    noise = rng.standard_normal(len(speech))
+    if rng.random() < 0.5:  # brown: integrated white noise, low-frequency rumble
+        noise = np.cumsum(noise)
+        noise -= np.linspace(noise[0], noise[-1], len(noise))
+    snr_db = rng.uniform(5.0, 25.0)
+    rms = np.sqrt(np.mean(wave ** 2)) + 1e-12
+    noise *= rms / (np.sqrt(np.mean(noise ** 2)) + 1e-12) / 10 ** (snr_db / 20)
+    mixed = (speech + noise) * 10 ** (rng.uniform(-24.0, 0.0) / 20)
+    return (mixed / max(1.0, float(np.abs(mixed).max()))).astype(np.float32)
+
+
+def generate(folder: Path, words: list[str], variants: list[str],
+             noisy: bool = False) -> dict[str, Any]:
     """Write the dataset to ``folder`` (see the module); returns counts and durations."""
     import soundfile
 
@@ -99,7 +127,7 @@ def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, A
                 for speed in SPEEDS_WPM:
                     rel = Path("wav") / voice / f"{word}-{speed}.wav"
                     if not (folder / rel).is_file():
-                        speak(word, voice, speed, PITCHES[variant], folder / rel)
+                        speak(word, voice, speed, PITCHES[variant], folder / rel, noisy)
                     rows.append((rel.as_posix(), word, voice))
     for name, header in (("grouped.csv", ["path", "label", "group"]),
                          ("random.csv", ["path", "label"])):
@@ -109,7 +137,8 @@ def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, A
             writer.writerows([r[:len(header)] for r in rows])
     seconds = [soundfile.info(str(folder / r[0])).duration for r in rows]
     return {"n_clips": len(rows), "n_voices": len(ACCENTS) * len(variants),
-            "words": words, "variants": variants, "seconds_min": round(min(seconds), 3),
+            "words": words, "variants": variants, "noisy": noisy,
+            "seconds_min": round(min(seconds), 3),
             "seconds_median": round(float(np.median(seconds)), 3),
             "seconds_max": round(max(seconds), 3)}
 
@@ -207,13 +236,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="generate: the word list")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="generate: espeak-ng voice variants crossed with the accents")
+    parser.add_argument("--noisy", action="store_true",
+                        help="generate: random gain, lead/tail and background noise per clip")
     parser.add_argument("--out", type=Path, default=RESULTS / "short-sounds.json")
     args = parser.parse_args(argv)
     if args.folder.resolve().is_relative_to(ROOT):
         parser.error(f"{args.folder}: write the dataset outside the repository")
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.action == "generate":
-        info = generate(args.folder, WORD_SETS[args.words], args.variants.split(","))
+        info = generate(args.folder, WORD_SETS[args.words], args.variants.split(","),
+                        args.noisy)
         (args.folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info))
         return 0
