@@ -66,7 +66,7 @@ PITCHES = {"m1": 40, "m3": 30, "f2": 60, "f4": 70}
 
 #: front end name → ``min_patch_frames`` (None: pad to the whole 5 s patch, as before)
 FRONT_ENDS: dict[str, int | None] = {"padded to 5 s": None,
-                                     "own length, min 1 s (default)": 100,
+                                     "own length, min 1 s": 100,
                                      "own length, min 0.32 s": 32}
 
 
@@ -143,22 +143,31 @@ def generate(folder: Path, words: list[str], variants: list[str],
             "seconds_max": round(max(seconds), 3)}
 
 
-def embedding_throughput(recipe: Any, manifest: Any, batch_clips: int = 256) -> dict[str, Any]:
+def embedding_throughput(recipe: Any, manifest: Any, batch_clips: int = 256,
+                         threads: int = 1) -> dict[str, Any]:
     """Clips/s of the recipe's embedding alone (waveforms decoded beforehand, untimed),
-    ``batch_clips`` clips per extractor call; wall and this process's CPU seconds."""
+    ``batch_clips`` clips per extractor call on ``threads`` torch threads; wall and this
+    process's CPU seconds (one thread: the idle estimate is clips / CPU seconds, one core)."""
+    import torch
+
     from tympan.audio import load_audio
 
     extractor = recipe.extractor()
     rate = extractor.feature_config.sample_rate
     waves = [load_audio(c.path, rate) for c in manifest.clips]
-    extractor(waves[:8])  # warm-up: first-call allocations
-    cpu, started = time.process_time(), time.perf_counter()
-    for s in range(0, len(waves), batch_clips):
-        extractor(waves[s:s + batch_clips])
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"clips": len(waves), "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-            "clips_per_second": round(len(waves) / wall, 1),
-            "clips_per_second_idle_estimate": round(len(waves) / (cpu / 2), 1),
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        extractor(waves[:8])  # warm-up: first-call allocations
+        cpu, started = time.process_time(), time.perf_counter()
+        for s in range(0, len(waves), batch_clips):
+            extractor(waves[s:s + batch_clips])
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        torch.set_num_threads(before)
+    return {"clips": len(waves), "torch_threads": threads, "wall_seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 2), "clips_per_second": round(len(waves) / wall, 1),
+            "clips_per_second_idle_estimate": round(len(waves) / (cpu / threads), 1),
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -194,20 +203,24 @@ def measure(folder: Path) -> dict[str, Any]:
         recipe = _with_front_end(config, front)
         with tempfile.TemporaryDirectory() as empty:  # an empty cache: the real cost
             load = os.getloadavg()[0]
-            cpu_before = _cpu_seconds()
+            own_before, kids_before = _cpu_seconds()
             started = time.perf_counter()
             data = recipe.featurise(grouped, cache=FeatureCache(Path(empty)))
             seconds = time.perf_counter() - started
-            cpu = _cpu_seconds() - cpu_before
+            own, kids = (a - b for a, b in zip(_cpu_seconds(), (own_before, kids_before),
+                                               strict=True))
             items = [np.asarray(x) for x in data.items]
         row: dict[str, Any] = {
             "front_end": name, "min_patch_frames": min_frames,
             "featurise_seconds": round(seconds, 1),
             "clips_per_second": round(len(items) / seconds, 1),
-            # on a shared machine wall time counts other jobs; CPU seconds spread over the two
-            # cores is what an idle machine would take
-            "cpu_seconds": round(cpu, 1),
-            "clips_per_second_idle_estimate": round(len(items) / (cpu / 2), 1),
+            # on a shared machine wall time counts other jobs. featurise embeds on one torch
+            # thread while two processes decode: on an idle machine the slower of the two
+            # sides (this process's CPU seconds, the decoders' over their two processes) sets
+            # the pace
+            "cpu_seconds_embedding_process": round(own, 1),
+            "cpu_seconds_decode_workers": round(kids, 1),
+            "clips_per_second_idle_estimate": round(len(items) / max(own, kids / 2), 1),
             "load_average_1min_at_start": round(load, 2),
         }
         row["embedding_only"] = embedding_throughput(recipe, grouped)
@@ -271,18 +284,22 @@ def main(argv: list[str] | None = None) -> int:
     }
     from tympan.fileio import atomic_write_text
 
+    if args.out.is_file():  # earlier runs stay, newest first
+        earlier = json.loads(args.out.read_text())
+        result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
+                                  *earlier.get("earlier_runs", [])]
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
     return 0
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (decoding workers)."""
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of its finished children (decoding workers)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def _espeak_version() -> str | None:
