@@ -221,7 +221,11 @@ class EfficientATClassifier(nn.Module):
         n = self.time_shifts if time_shifts is None else time_shifts
         frames = x.shape[-1]
         if lengths is None:
-            rolled = [torch.roll(x, k * frames // n, dims=-1) if k else x for k in range(n)]
+            # torch.roll as two slices: the same values, and ONNX-exportable when the
+            # shift depends on a dynamic length (a short clip at its own length)
+            cuts = [frames - k * frames // n for k in range(n)]
+            rolled = [torch.cat([x[..., c:], x[..., :c]], dim=-1) if k else x
+                      for k, c in enumerate(cuts)]
             out = self.embed(torch.cat(rolled))
         else:
             lengths = lengths.to(torch.int64)
