@@ -56,3 +56,15 @@ def test_buckets_group_widths_and_never_pad_a_whole_patch() -> None:
     assert torch.equal(buckets[0][0], groups[0][0])
     assert buckets[2][1].tolist() == [40, 33] and buckets[2][2].tolist() == [1, 2]
     assert float(buckets[2][0][1, :, 33:].abs().sum()) == 0.0  # zero padding, masked later
+
+
+def test_clips_of_a_patch_or_longer_embed_the_same_with_or_without_a_minimum() -> None:
+    # ESC-50's 5 s clips (one 500-frame patch) and a 7 s one: whole patches, bit for bit
+    waves = _clips([5.0, 7.0])
+    extractor = _extractor(min_patch_frames=None)
+    padded = extractor(waves)
+    extractor.feature_config = extractor.feature_config.replace(min_patch_frames=32)
+    own = extractor(waves)
+    assert [a.shape[0] for a in padded] == [1, 2]
+    for a, b in zip(padded, own, strict=True):
+        np.testing.assert_array_equal(a, b)
