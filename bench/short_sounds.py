@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,9 +66,9 @@ SPEEDS_WPM = [130, 210]
 PITCHES = {"m1": 40, "m3": 30, "f2": 60, "f4": 70}
 
 #: front end name → ``min_patch_frames`` (None: pad to the whole 5 s patch, as before)
-FRONT_ENDS: dict[str, int | None] = {"padded to 5 s": None,
-                                     "own length, min 1 s": 100,
-                                     "own length, min 0.32 s": 32}
+FRONT_ENDS: dict[str, int | None] = {"own length, min 1 s": 100,
+                                     "own length, min 0.32 s": 32,
+                                     "padded to 5 s": None}
 
 
 def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path,
@@ -182,9 +183,13 @@ def _with_front_end(config: Any, front: Any) -> Any:
     return Recipe(config)
 
 
-def measure(folder: Path) -> dict[str, Any]:
-    """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end."""
+def measure(folder: Path, done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end;
+    ``done`` gets the result so far after each front end. One torch thread throughout:
+    on two shared cores a second OpenMP thread costs more than it gives."""
     import torch
+
+    torch.set_num_threads(1)
 
     from tympan import models
     from tympan.config import TrainConfig
@@ -223,7 +228,8 @@ def measure(folder: Path) -> dict[str, Any]:
             "clips_per_second_idle_estimate": round(len(items) / max(own, kids / 2), 1),
             "load_average_1min_at_start": round(load, 2),
         }
-        row["embedding_only"] = embedding_throughput(recipe, grouped)
+        if min_frames is not None:  # padded: featurise's figure says it (the slow way twice)
+            row["embedding_only"] = embedding_throughput(recipe, grouped)
         for split, manifest in (("random", ungrouped), ("grouped by voice", grouped)):
             cv = cross_validate(recipe, PreparedData(manifest, items, front))
             summary = cv.summary()
@@ -231,12 +237,15 @@ def measure(folder: Path) -> dict[str, Any]:
                           "accuracy_std": summary["accuracy_std"],
                           "folds": [f["accuracy"] for f in summary["folds"]]}
         rows.append(row)
+        embedding = row.get("embedding_only", {})
         print(f"{name:34s} random {row['random']['accuracy_mean']:.1%}  "
               f"grouped {row['grouped by voice']['accuracy_mean']:.1%}  "
               f"{row['clips_per_second']} clips/s (idle est. "
               f"{row['clips_per_second_idle_estimate']}); embedding alone "
-              f"{row['embedding_only']['clips_per_second']} clips/s (idle est. "
-              f"{row['embedding_only']['clips_per_second_idle_estimate']})", flush=True)
+              f"{embedding.get('clips_per_second')} clips/s (idle est. "
+              f"{embedding.get('clips_per_second_idle_estimate')})", flush=True)
+        done({"rows": rows, "torch_threads": torch.get_num_threads(),
+              "torch": torch.__version__, "n_clips": len(grouped)})
     return {"rows": rows, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "n_clips": len(grouped)}
 
@@ -262,33 +271,36 @@ def main(argv: list[str] | None = None) -> int:
         (args.folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info))
         return 0
-    commit = git_commit()
-    load_before = os.getloadavg()
-    measured = measure(args.folder)
-    info_file = args.folder / "info.json"
-    result = {
-        "benchmark": "spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV",
-        "dataset": json.loads(info_file.read_text()) if info_file.is_file() else {},
-        "generator": {"accents": ACCENTS, "speeds_wpm": SPEEDS_WPM,
-                      "espeak_ng": _espeak_version()},
-        **measured,
-        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-                    "load_average_start": [round(x, 2) for x in load_before],
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                    "shared": "two cores shared with other engineers' jobs: throughput is a "
-                              "lower bound of an idle machine's"},
-        "commit": commit,
-        "command": " ".join(["python", "bench/short_sounds.py", *(argv or sys.argv[1:])]),
-        "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
     from tympan.fileio import atomic_write_text
 
-    if args.out.is_file():  # earlier runs stay, newest first
-        earlier = json.loads(args.out.read_text())
-        result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
-                                  *earlier.get("earlier_runs", [])]
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    commit = git_commit()
+    load_before = os.getloadavg()
+    info_file = args.folder / "info.json"
+    earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
+
+    def write(measured: dict[str, Any]) -> None:
+        result = {
+            "benchmark": "spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV",
+            "dataset": json.loads(info_file.read_text()) if info_file.is_file() else {},
+            "generator": {"accents": ACCENTS, "speeds_wpm": SPEEDS_WPM,
+                          "espeak_ng": _espeak_version()},
+            **measured,
+            "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+                        "load_average_start": [round(x, 2) for x in load_before],
+                        "load_average_now": [round(x, 2) for x in os.getloadavg()],
+                        "shared": "two cores shared with other engineers' jobs: throughput "
+                                  "is a lower bound of an idle machine's"},
+            "commit": commit,
+            "command": " ".join(["python", "bench/short_sounds.py", *(argv or sys.argv[1:])]),
+            "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if earlier is not None:  # earlier runs stay, newest first
+            result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
+                                      *earlier.get("earlier_runs", [])]
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+
+    measure(args.folder, write)
     print(f"-> {args.out}")
     return 0
 
