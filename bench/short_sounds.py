@@ -14,15 +14,20 @@ espeak-ng leaves around a word, and writes ``wav/VOICE/WORD-SPEED.wav`` with
 ``random.csv`` (no group: each clip its own). Words last 0.2–0.9 s.
 
 ``measure`` runs the frozen mn04 recipe (the default :class:`TrainConfig`)
-with each front end of :data:`FRONT_ENDS`: short clips padded to the 5 s
-patch (the behaviour before ``min_patch_frames``), kept at their own length
-with a 1 s minimum (tympan's default now), and with the trunk's own 32-frame
-minimum (one time bin of its output). Each is featurised once on an empty cache (its
-clips/s is the embedding throughput, decoding included) and cross-validated
-by :func:`tympan.workflows.crossval.cross_validate` twice: random stratified
+with each front end of :data:`FRONT_ENDS`: kept at their own length with a 1 s
+minimum (tympan's default), with the trunk's own 32-frame minimum (one time bin
+of its output), and short clips padded to the 5 s patch (the behaviour before
+``min_patch_frames``). Each is featurised once on an empty cache (its clips/s
+is the embedding throughput, decoding included; embedding on one torch thread
+beside two decoding processes) and cross-validated by
+:func:`tympan.workflows.crossval.cross_validate` twice: random stratified
 5-fold (the same voice in training and test) and 5-fold grouped by voice
 (unseen voices: what generalising across sources means). Writes
-``bench/results/short-sounds.json``.
+``bench/results/short-sounds.json`` after each front end (earlier runs kept
+under ``earlier_runs``). The harder set of the README::
+
+    python bench/short_sounds.py generate /tmp/short-hard --words confusable --noisy
+    nice -n 10 python bench/short_sounds.py measure /tmp/short-hard
 """
 
 from __future__ import annotations
