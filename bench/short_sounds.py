@@ -14,15 +14,20 @@ espeak-ng leaves around a word, and writes ``wav/VOICE/WORD-SPEED.wav`` with
 ``random.csv`` (no group: each clip its own). Words last 0.2–0.9 s.
 
 ``measure`` runs the frozen mn04 recipe (the default :class:`TrainConfig`)
-with each front end of :data:`FRONT_ENDS`: short clips padded to the 5 s
-patch (the behaviour before ``min_patch_frames``), kept at their own length
-with a 1 s minimum (tympan's default now), and with the trunk's own 32-frame
-minimum (one time bin of its output). Each is featurised once on an empty cache (its
-clips/s is the embedding throughput, decoding included) and cross-validated
-by :func:`tympan.workflows.crossval.cross_validate` twice: random stratified
+with each front end of :data:`FRONT_ENDS`: kept at their own length with a 1 s
+minimum (tympan's default), with the trunk's own 32-frame minimum (one time bin
+of its output), and short clips padded to the 5 s patch (the behaviour before
+``min_patch_frames``). Each is featurised once on an empty cache (its clips/s
+is the embedding throughput, decoding included; embedding on one torch thread
+beside two decoding processes) and cross-validated by
+:func:`tympan.workflows.crossval.cross_validate` twice: random stratified
 5-fold (the same voice in training and test) and 5-fold grouped by voice
 (unseen voices: what generalising across sources means). Writes
-``bench/results/short-sounds.json``.
+``bench/results/short-sounds.json`` after each front end (earlier runs kept
+under ``earlier_runs``). The harder set of the README::
+
+    python bench/short_sounds.py generate /tmp/short-hard --words confusable --noisy
+    nice -n 10 python bench/short_sounds.py measure /tmp/short-hard
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +61,9 @@ WORD_SETS = {
     "pairs": ["bat", "bad", "bet", "bed", "bit", "bid", "but", "bud", "pat", "pad",
               "cat", "cap", "tap", "tab", "dip", "tip", "pit", "pet", "pot", "dot"],
 }
+#: confusable: the minimal pairs plus sibilants and digits (32 words, several one phoneme apart)
+WORD_SETS["confusable"] = [*WORD_SETS["pairs"], "sip", "ship", "zero", "one", "two", "three",
+                           "four", "five", "six", "seven", "eight", "nine"]
 ACCENTS = ["en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
            "en-gb-x-gbcwmd", "en-029", "en-us-nyc"]
 VARIANTS = ["m1", "m3", "f2", "f4"]
@@ -62,13 +71,17 @@ SPEEDS_WPM = [130, 210]
 PITCHES = {"m1": 40, "m3": 30, "f2": 60, "f4": 70}
 
 #: front end name → ``min_patch_frames`` (None: pad to the whole 5 s patch, as before)
-FRONT_ENDS: dict[str, int | None] = {"padded to 5 s": None,
-                                     "own length, min 1 s (default)": 100,
-                                     "own length, min 0.32 s": 32}
+FRONT_ENDS: dict[str, int | None] = {"own length, min 1 s": 100,
+                                     "own length, min 0.32 s": 32,
+                                     "padded to 5 s": None}
 
 
-def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path) -> None:
+def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path,
+          noisy: bool = False) -> None:
     """espeak-ng's rendering of ``word`` as a trimmed 22.05 kHz wav at ``path``.
+
+    ``noisy``: a random gain (-24 to 0 dB), 0-80 ms of lead and tail, and white or
+    brown background noise at a random SNR (5-25 dB), seeded by the file name.
 
     Raises:
         RuntimeError: espeak-ng is missing or fails.
@@ -83,11 +96,32 @@ def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path) -> None
                         "-w", raw.name, word], check=True, capture_output=True)
         wave, rate = soundfile.read(raw.name, dtype="float32")
     trimmed, _ = librosa.effects.trim(wave, top_db=35)
+    if noisy:
+        trimmed = add_noise(trimmed, rate, path.as_posix())
     path.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(path, trimmed, rate)
 
 
-def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, Any]:
+def add_noise(wave: np.ndarray, rate: int, seed_text: str) -> np.ndarray:
+    """``wave`` at a random gain with random lead/tail and background noise (see :func:`speak`)."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
+    lead, tail = (int(rng.uniform(0.0, 0.08) * rate) for _ in range(2))
+    speech = np.concatenate([np.zeros(lead), wave, np.zeros(tail)])
+    noise = rng.standard_normal(len(speech))
+    if rng.random() < 0.5:  # brown: integrated white noise, low-frequency rumble
+        noise = np.cumsum(noise)
+        noise -= np.linspace(noise[0], noise[-1], len(noise))
+    snr_db = rng.uniform(5.0, 25.0)
+    rms = np.sqrt(np.mean(wave ** 2)) + 1e-12
+    noise *= rms / (np.sqrt(np.mean(noise ** 2)) + 1e-12) / 10 ** (snr_db / 20)
+    mixed = (speech + noise) * 10 ** (rng.uniform(-24.0, 0.0) / 20)
+    return (mixed / max(1.0, float(np.abs(mixed).max()))).astype(np.float32)
+
+
+def generate(folder: Path, words: list[str], variants: list[str],
+             noisy: bool = False) -> dict[str, Any]:
     """Write the dataset to ``folder`` (see the module); returns counts and durations."""
     import soundfile
 
@@ -99,7 +133,7 @@ def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, A
                 for speed in SPEEDS_WPM:
                     rel = Path("wav") / voice / f"{word}-{speed}.wav"
                     if not (folder / rel).is_file():
-                        speak(word, voice, speed, PITCHES[variant], folder / rel)
+                        speak(word, voice, speed, PITCHES[variant], folder / rel, noisy)
                     rows.append((rel.as_posix(), word, voice))
     for name, header in (("grouped.csv", ["path", "label", "group"]),
                          ("random.csv", ["path", "label"])):
@@ -109,27 +143,37 @@ def generate(folder: Path, words: list[str], variants: list[str]) -> dict[str, A
             writer.writerows([r[:len(header)] for r in rows])
     seconds = [soundfile.info(str(folder / r[0])).duration for r in rows]
     return {"n_clips": len(rows), "n_voices": len(ACCENTS) * len(variants),
-            "words": words, "variants": variants, "seconds_min": round(min(seconds), 3),
+            "words": words, "variants": variants, "noisy": noisy,
+            "seconds_min": round(min(seconds), 3),
             "seconds_median": round(float(np.median(seconds)), 3),
             "seconds_max": round(max(seconds), 3)}
 
 
-def embedding_throughput(recipe: Any, manifest: Any, batch_clips: int = 256) -> dict[str, Any]:
+def embedding_throughput(recipe: Any, manifest: Any, batch_clips: int = 256,
+                         threads: int = 1) -> dict[str, Any]:
     """Clips/s of the recipe's embedding alone (waveforms decoded beforehand, untimed),
-    ``batch_clips`` clips per extractor call; wall and this process's CPU seconds."""
+    ``batch_clips`` clips per extractor call on ``threads`` torch threads; wall and this
+    process's CPU seconds (one thread: the idle estimate is clips / CPU seconds, one core)."""
+    import torch
+
     from tympan.audio import load_audio
 
     extractor = recipe.extractor()
     rate = extractor.feature_config.sample_rate
     waves = [load_audio(c.path, rate) for c in manifest.clips]
-    extractor(waves[:8])  # warm-up: first-call allocations
-    cpu, started = time.process_time(), time.perf_counter()
-    for s in range(0, len(waves), batch_clips):
-        extractor(waves[s:s + batch_clips])
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"clips": len(waves), "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-            "clips_per_second": round(len(waves) / wall, 1),
-            "clips_per_second_idle_estimate": round(len(waves) / (cpu / 2), 1),
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        extractor(waves[:8])  # warm-up: first-call allocations
+        cpu, started = time.process_time(), time.perf_counter()
+        for s in range(0, len(waves), batch_clips):
+            extractor(waves[s:s + batch_clips])
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        torch.set_num_threads(before)
+    return {"clips": len(waves), "torch_threads": threads, "wall_seconds": round(wall, 2),
+            "cpu_seconds": round(cpu, 2), "clips_per_second": round(len(waves) / wall, 1),
+            "clips_per_second_idle_estimate": round(len(waves) / (cpu / threads), 1),
             "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
@@ -144,9 +188,13 @@ def _with_front_end(config: Any, front: Any) -> Any:
     return Recipe(config)
 
 
-def measure(folder: Path) -> dict[str, Any]:
-    """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end."""
+def measure(folder: Path, done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end;
+    ``done`` gets the result so far after each front end. One torch thread throughout:
+    on two shared cores a second OpenMP thread costs more than it gives."""
     import torch
+
+    torch.set_num_threads(1)
 
     from tympan import models
     from tympan.config import TrainConfig
@@ -165,23 +213,28 @@ def measure(folder: Path) -> dict[str, Any]:
         recipe = _with_front_end(config, front)
         with tempfile.TemporaryDirectory() as empty:  # an empty cache: the real cost
             load = os.getloadavg()[0]
-            cpu_before = _cpu_seconds()
+            own_before, kids_before = _cpu_seconds()
             started = time.perf_counter()
             data = recipe.featurise(grouped, cache=FeatureCache(Path(empty)))
             seconds = time.perf_counter() - started
-            cpu = _cpu_seconds() - cpu_before
+            own, kids = (a - b for a, b in zip(_cpu_seconds(), (own_before, kids_before),
+                                               strict=True))
             items = [np.asarray(x) for x in data.items]
         row: dict[str, Any] = {
             "front_end": name, "min_patch_frames": min_frames,
             "featurise_seconds": round(seconds, 1),
             "clips_per_second": round(len(items) / seconds, 1),
-            # on a shared machine wall time counts other jobs; CPU seconds spread over the two
-            # cores is what an idle machine would take
-            "cpu_seconds": round(cpu, 1),
-            "clips_per_second_idle_estimate": round(len(items) / (cpu / 2), 1),
+            # on a shared machine wall time counts other jobs. featurise embeds on one torch
+            # thread while two processes decode: on an idle machine the slower of the two
+            # sides (this process's CPU seconds, the decoders' over their two processes) sets
+            # the pace
+            "cpu_seconds_embedding_process": round(own, 1),
+            "cpu_seconds_decode_workers": round(kids, 1),
+            "clips_per_second_idle_estimate": round(len(items) / max(own, kids / 2), 1),
             "load_average_1min_at_start": round(load, 2),
         }
-        row["embedding_only"] = embedding_throughput(recipe, grouped)
+        if min_frames is not None:  # padded: featurise's figure says it (the slow way twice)
+            row["embedding_only"] = embedding_throughput(recipe, grouped)
         for split, manifest in (("random", ungrouped), ("grouped by voice", grouped)):
             cv = cross_validate(recipe, PreparedData(manifest, items, front))
             summary = cv.summary()
@@ -189,12 +242,15 @@ def measure(folder: Path) -> dict[str, Any]:
                           "accuracy_std": summary["accuracy_std"],
                           "folds": [f["accuracy"] for f in summary["folds"]]}
         rows.append(row)
+        embedding = row.get("embedding_only", {})
         print(f"{name:34s} random {row['random']['accuracy_mean']:.1%}  "
               f"grouped {row['grouped by voice']['accuracy_mean']:.1%}  "
               f"{row['clips_per_second']} clips/s (idle est. "
               f"{row['clips_per_second_idle_estimate']}); embedding alone "
-              f"{row['embedding_only']['clips_per_second']} clips/s (idle est. "
-              f"{row['embedding_only']['clips_per_second_idle_estimate']})", flush=True)
+              f"{embedding.get('clips_per_second')} clips/s (idle est. "
+              f"{embedding.get('clips_per_second_idle_estimate')})", flush=True)
+        done({"rows": rows, "torch_threads": torch.get_num_threads(),
+              "torch": torch.__version__, "n_clips": len(grouped)})
     return {"rows": rows, "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "n_clips": len(grouped)}
 
@@ -207,50 +263,60 @@ def main(argv: list[str] | None = None) -> int:
                         help="generate: the word list")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="generate: espeak-ng voice variants crossed with the accents")
+    parser.add_argument("--noisy", action="store_true",
+                        help="generate: random gain, lead/tail and background noise per clip")
     parser.add_argument("--out", type=Path, default=RESULTS / "short-sounds.json")
     args = parser.parse_args(argv)
     if args.folder.resolve().is_relative_to(ROOT):
         parser.error(f"{args.folder}: write the dataset outside the repository")
     args.folder.mkdir(parents=True, exist_ok=True)
     if args.action == "generate":
-        info = generate(args.folder, WORD_SETS[args.words], args.variants.split(","))
+        info = generate(args.folder, WORD_SETS[args.words], args.variants.split(","),
+                        args.noisy)
         (args.folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(json.dumps(info))
         return 0
-    commit = git_commit()
-    load_before = os.getloadavg()
-    measured = measure(args.folder)
-    info_file = args.folder / "info.json"
-    result = {
-        "benchmark": "spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV",
-        "dataset": json.loads(info_file.read_text()) if info_file.is_file() else {},
-        "generator": {"accents": ACCENTS, "speeds_wpm": SPEEDS_WPM,
-                      "espeak_ng": _espeak_version()},
-        **measured,
-        "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-                    "load_average_start": [round(x, 2) for x in load_before],
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                    "shared": "two cores shared with other engineers' jobs: throughput is a "
-                              "lower bound of an idle machine's"},
-        "commit": commit,
-        "command": " ".join(["python", "bench/short_sounds.py", *(argv or sys.argv[1:])]),
-        "python": platform.python_version(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
     from tympan.fileio import atomic_write_text
 
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    commit = git_commit()
+    load_before = os.getloadavg()
+    info_file = args.folder / "info.json"
+    earlier = json.loads(args.out.read_text()) if args.out.is_file() else None
+
+    def write(measured: dict[str, Any]) -> None:
+        result = {
+            "benchmark": "spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV",
+            "dataset": json.loads(info_file.read_text()) if info_file.is_file() else {},
+            "generator": {"accents": ACCENTS, "speeds_wpm": SPEEDS_WPM,
+                          "espeak_ng": _espeak_version()},
+            **measured,
+            "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+                        "load_average_start": [round(x, 2) for x in load_before],
+                        "load_average_now": [round(x, 2) for x in os.getloadavg()],
+                        "shared": "two cores shared with other engineers' jobs: throughput "
+                                  "is a lower bound of an idle machine's"},
+            "commit": commit,
+            "command": " ".join(["python", "bench/short_sounds.py", *(argv or sys.argv[1:])]),
+            "python": platform.python_version(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if earlier is not None:  # earlier runs stay, newest first
+            result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
+                                      *earlier.get("earlier_runs", [])]
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+
+    measure(args.folder, write)
     print(f"-> {args.out}")
     return 0
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process and its finished children (decoding workers)."""
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds of this process, and of its finished children (decoding workers)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def _espeak_version() -> str | None:

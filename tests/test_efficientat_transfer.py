@@ -103,3 +103,31 @@ def test_short_patches_embed_at_their_own_length() -> None:
     with torch.no_grad():
         assert model.embed(torch.randn(2, 128, 32)).shape == (2, 3072)
         assert model(torch.randn(2, 128, 41)).shape == (2, 3)
+
+
+def _random_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BatchNorm statistics, so that padding leaking into a patch shows."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+    return model.eval()
+
+
+@pytest.mark.parametrize("embedding", ["freq", "pooled+freqmax+freqstd+logits"])
+def test_a_padded_patch_in_a_masked_batch_embeds_as_it_does_alone(embedding: str) -> None:
+    model = _random_statistics(models.create("mn04_as", 3, embedding=embedding, time_shifts=2))
+    lengths = [23, 32, 47, 90, 128]
+    generator = torch.Generator().manual_seed(0)
+    patches = [torch.randn(128, n, generator=generator) for n in lengths]
+    batch = torch.full((len(lengths), 128, 128), 7.0)  # loud padding: a leak would be large
+    for i, patch in enumerate(patches):
+        batch[i, :, :patch.shape[1]] = patch
+    with torch.no_grad():
+        alone = torch.cat([model.embed_shifted(p[None], 2) for p in patches])
+        together = model.embed_shifted(batch, 2, torch.tensor(lengths))
+        unmasked = model.embed_shifted(batch, 2)
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    assert (unmasked[:-1] - alone[:-1]).abs().amax() > 1e-2  # without the mask, padding counts
+    torch.testing.assert_close(unmasked[-1], alone[-1], rtol=0, atol=1e-5)

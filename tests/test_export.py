@@ -157,15 +157,29 @@ def test_speed_options_change_the_module_not_the_model(tiny_onnx: tuple[Path, Pa
         ExportOptions(stft="fft")  # type: ignore[arg-type]
 
 
-def test_a_model_that_keeps_short_clips_short_is_not_exported(
-        tiny_onnx: tuple[Path, Path]) -> None:
-    import dataclasses
+@pytest.fixture(scope="module")
+def mn04_own_length_onnx(mn04_onnx: tuple[Path, Path],
+                         tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The mn04 of :func:`mn04_onnx` keeping short clips at their own length (0.5 s minimum)."""
+    from tympan.models.modelfile import save_model
 
-    loaded = load_model(tiny_onnx[0])
-    short = dataclasses.replace(loaded, metadata=loaded.metadata.replace(
-        feature_config=loaded.feature_config.replace(min_patch_frames=8).to_dict()))
-    with pytest.raises(ModelFileError, match="min_patch_frames=8.*not exported"):
-        waveform_classifier(short)
+    loaded = load_model(mn04_onnx[0])
+    front = loaded.feature_config.replace(min_patch_frames=50)
+    folder = tmp_path_factory.mktemp("mn04-own-length")
+    model_file = save_model(folder / "mn04.safetensors", loaded.model,
+                            loaded.metadata.replace(feature_config=front.to_dict()))
+    return model_file, export_onnx(load_model(model_file), folder / "mn04.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seconds", [0.3, 0.7, 2.0, 7.0])
+def test_own_length_export_matches_torch_predictor(mn04_own_length_onnx: tuple[Path, Path],
+                                                   seconds: float) -> None:
+    # 0.3 s is 31 frames, padded to the 50-frame minimum; 0.7 s (71) and 2 s (201) are one
+    # patch of their own length; 7 s is two 500-frame patches, the second end-aligned
+    loaded = load_model(mn04_own_length_onnx[0])
+    assert loaded.feature_config.min_patch_frames == 50
+    _check_parity(*mn04_own_length_onnx, seconds, n_clips=4)
 
 
 def test_export_refuses_to_overwrite(tiny_onnx: tuple[Path, Path]) -> None:

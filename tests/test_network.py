@@ -46,7 +46,8 @@ def test_a_finetune_model_file_loads_and_predicts_through_the_same_api(
     recipe = create_recipe(config)
     data = recipe.featurise(manifest, workers=1)
     # batches of whole patches: short clips (0.75 s here) are padded for the network recipe
-    assert data.feature_config == EFFICIENTAT_FEATURES
+    assert EFFICIENTAT_FEATURES.min_patch_frames is not None  # the frozen default keeps them
+    assert data.feature_config == EFFICIENTAT_FEATURES.replace(min_patch_frames=None)
     fitted = recipe.fit(data, np.arange(len(manifest)), split_seed=0)
     model = recipe.export(fitted, len(data.classes))
     metadata = make_metadata(model, data.classes, data.feature_config,

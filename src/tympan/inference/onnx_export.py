@@ -3,8 +3,9 @@
 The graph holds the whole prediction pipeline of :class:`~tympan.inference.predict.Predictor`
 after decoding: the log-mel front end (:class:`~tympan.features.LogMel`, its STFT
 exported as ONNX's ``STFT`` op), patching (as :func:`tympan.windows.split_patches`:
-a clip shorter than a patch is padded with its own minimum, the last patch is
-end-aligned), the network, and the mean of the patches' softmaxes. Input
+a clip shorter than a patch is padded with its own minimum, to the whole patch or,
+with ``min_patch_frames``, only up to that minimum, keeping its own length; the
+last patch is end-aligned), the network, and the mean of the patches' softmaxes. Input
 ``waveform`` ``(batch, samples)`` float32 mono at the model's rate (dynamic
 batch and length; a batch holds clips of one length); output ``probabilities``
 ``(batch, n_classes)``. The classes, rate and patch settings travel as ONNX
@@ -90,11 +91,16 @@ class WaveformClassifier(nn.Module):
         self.network = network
         self.patch_frames = features.patch_frames
         self.hop_frames = features.patch_hop_frames
+        self.min_frames = features.min_patch_frames
 
     def patches(self, spec: Tensor) -> Tensor:
-        """``(batch, n_mels, frames)`` → ``(batch, n_patches, n_mels, patch_frames)``."""
+        """``(batch, n_mels, frames)`` → ``(batch, n_patches, n_mels, width)``: ``width`` is
+        ``patch_frames``, or with ``min_patch_frames`` a short clip's own length (at least
+        the minimum), as :func:`tympan.windows.split_patches`."""
         batch, n_mels, frames = spec.shape
         size = self.patch_frames
+        if self.min_frames is not None and self.min_frames < size:
+            size = torch.sym_max(torch.sym_min(frames, size), self.min_frames)
         # A short clip is padded with its own minimum; the filler is never read for a long one.
         floor = spec.amin(dim=(1, 2), keepdim=True).expand(batch, n_mels, size)
         padded = torch.cat([spec, floor], dim=-1)
@@ -120,15 +126,8 @@ def waveform_classifier(loaded: LoadedModel, options: ExportOptions = ExportOpti
     """The exportable module for ``loaded`` (a copy: ``loaded.model`` is not changed).
 
     Raises:
-        ModelFileError: ``options.time_shifts`` is set for a model without time shifts;
-            the model keeps short clips at their own length (``min_patch_frames``).
+        ModelFileError: ``options.time_shifts`` is set for a model without time shifts.
     """
-    if loaded.feature_config.min_patch_frames is not None:
-        raise ModelFileError(
-            f"model {loaded.metadata.model_name!r} keeps short clips at their own length "
-            f"(min_patch_frames={loaded.feature_config.min_patch_frames}); the ONNX graph pads "
-            "every short clip to a whole patch and would answer differently: not exported"
-        )
     network = copy.deepcopy(loaded.model).cpu().eval()
     if options.time_shifts is not None:
         if not hasattr(network, "time_shifts"):

@@ -252,6 +252,56 @@ class EfficientATNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+def time_mask(lengths: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
+    """``(batch, 1, 1, frames)`` of ones on each item's first ``lengths[i]`` time bins, else 0."""
+    keep = torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
+    return keep.to(dtype)[:, None, None, :]
+
+
+def _masked_conv(layer: ConvBNAct, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    conv = layer[0]
+    assert isinstance(conv, nn.Conv2d)
+    if conv.kernel_size[1] > 1:  # the time bins past an item's end read as the conv's zero padding
+        x = x * time_mask(lengths, x.shape[-1], x.dtype)
+    out = layer(x)
+    stride = conv.stride[1]
+    return out, (lengths + stride - 1) // stride
+
+
+def _masked_se(se: SqueezeExcitation, x: Tensor, lengths: Tensor) -> Tensor:
+    mask = time_mask(lengths, x.shape[-1], x.dtype)
+    scale = (x * mask).sum(dim=(2, 3)) / (lengths[:, None].to(x.dtype) * x.shape[2])
+    scale = torch.sigmoid(se.fc2(torch.relu(se.fc1(scale))))
+    return x * scale[:, :, None, None]
+
+
+def masked_feature_map(features: nn.Sequential, x: Tensor,
+                       lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """The trunk ``features`` on ``(batch, 1, n_mels, width)`` items of ``lengths`` real frames.
+
+    Each item is computed as if it were alone at its own length: time bins past
+    its end are zeroed before every convolution wider than one bin (what the
+    convolution's zero padding reads there) and left out of squeeze-excitation
+    means. Returns the feature map ``(batch, channels, freq', time')`` (bins past
+    an item's end hold garbage) and each item's number of real output bins ``(batch,)``.
+    """
+    lengths = lengths.to(torch.int64)
+    for layer in features:
+        if isinstance(layer, ConvBNAct):
+            x, lengths = _masked_conv(layer, x, lengths)
+            continue
+        assert isinstance(layer, InvertedResidual)
+        out, out_lengths = x, lengths
+        for part in layer.block:
+            if isinstance(part, ConvBNAct):
+                out, out_lengths = _masked_conv(part, out, out_lengths)
+            else:
+                assert isinstance(part, SqueezeExcitation)
+                out = _masked_se(part, out, out_lengths)
+        x, lengths = (out + x if layer.use_residual else out), out_lengths
+    return x, lengths
+
+
 def build_mn(width: float = 0.4, n_classes: int = 527, dropout: float = 0.2) -> EfficientATNet:
     """An EfficientAT "mn" network with random weights (``mn04`` at ``width=0.4``)."""
     return EfficientATNet(width=width, n_classes=n_classes, dropout=dropout)

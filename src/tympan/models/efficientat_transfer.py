@@ -10,7 +10,7 @@ registers the mn04 AudioSet weights with :mod:`tympan.models.pretrained`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from tympan.models.efficientat import (
     EfficientATNet,
     build_mn,
     convert_upstream_state_dict,
+    masked_feature_map,
+    time_mask,
 )
 from tympan.models.registry import register_model
 
@@ -86,9 +88,30 @@ class EfficientATBackbone(nn.Module):
         self.part_dims = [sizes.get(p, per_freq) for p in self.parts]
         self.out_dim = sum(self.part_dims)
 
-    def forward(self, x: Tensor) -> Tensor:
-        fmap = self.features(x)
-        pooled = fmap.mean(dim=(2, 3))
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` ``(batch,)``: real frames per item (the rest pads a batch of unequal
+        clips); each item's embedding is then the one it has alone at its own length."""
+        if lengths is None:
+            fmap = self.features(x)
+            return self._summarise(fmap.mean(dim=(2, 3)), lambda: fmap.mean(dim=3),
+                                   lambda: fmap.amax(dim=3),
+                                   lambda: fmap.std(dim=3, correction=0))
+        fmap, bins = masked_feature_map(self.features, x, lengths)
+        mask = time_mask(bins, fmap.shape[-1], fmap.dtype)
+        count = bins.to(fmap.dtype)[:, None, None]
+        mean_t = (fmap * mask).sum(dim=3) / count
+
+        def spread() -> Tensor:
+            return (((fmap - mean_t[..., None]) * mask).square().sum(dim=3) / count).sqrt()
+
+        return self._summarise(mean_t.mean(dim=2), lambda: mean_t,
+                               lambda: fmap.masked_fill(mask == 0, float("-inf")).amax(dim=3),
+                               spread)
+
+    def _summarise(self, pooled: Tensor, mean_t: Callable[[], Tensor],
+                   max_t: Callable[[], Tensor], std_t: Callable[[], Tensor]) -> Tensor:
+        """The embedding parts from the pooled trunk output ``(b, c)`` and its per-bin
+        time mean, max and std ``(b, c, freq')`` (computed when a part needs them)."""
         hidden = self.hidden(pooled) if self.hidden is not None else None
         out: list[Tensor] = []
         for part in self.parts:
@@ -101,12 +124,11 @@ class EfficientATBackbone(nn.Module):
                 assert self.logits is not None and hidden is not None
                 out.append(self.logits(hidden))
             elif part == "freq":
-                out.append(fmap.mean(dim=3).flatten(1))
+                out.append(mean_t().flatten(1))
             elif part == "freqmax":
-                out.append(fmap.amax(dim=3).flatten(1))
+                out.append(max_t().flatten(1))
             else:  # freqstd; one time bin has no spread
-                std = fmap.std(dim=3, correction=0)
-                out.append(std.flatten(1))
+                out.append(std_t().flatten(1))
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def load_upstream(self, state: Mapping[str, Tensor]) -> None:
@@ -179,23 +201,41 @@ class EfficientATClassifier(nn.Module):
     def embedding_dim(self) -> int:
         return self.backbone.out_dim
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Backbone embedding ``(batch, embedding_dim)`` of ``(batch, n_mels, frames)`` patches."""
+    def embed(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Backbone embedding ``(batch, embedding_dim)`` of ``(batch, n_mels, frames)`` patches;
+        ``lengths`` ``(batch,)``: real frames of each (see :meth:`EfficientATBackbone.forward`)."""
         if x.ndim != 3:
             raise ValueError(f"expected log-mel patches (batch, n_mels, frames), got "
                              f"{tuple(x.shape)}")
-        return self.backbone(x.unsqueeze(1))
+        return self.backbone(x.unsqueeze(1), lengths)
 
-    def embed_shifted(self, x: Tensor, time_shifts: int | None = None) -> Tensor:
+    def embed_shifted(self, x: Tensor, time_shifts: int | None = None,
+                      lengths: Tensor | None = None) -> Tensor:
         """Embeddings of each patch rolled in time: ``(batch, time_shifts, embedding_dim)``.
 
         Shift ``k`` rolls the frames circularly by ``k * frames // time_shifts``
         (shift 0 is the patch itself). Default ``time_shifts``: the model's.
+        With ``lengths`` ``(batch,)`` an item's ``frames`` is its real length: its
+        first ``lengths[i]`` frames are rolled, as they would be alone.
         """
         n = self.time_shifts if time_shifts is None else time_shifts
         frames = x.shape[-1]
-        rolled = [torch.roll(x, k * frames // n, dims=-1) if k else x for k in range(n)]
-        out = self.embed(torch.cat(rolled))
+        if lengths is None:
+            # torch.roll as two slices: the same values, and ONNX-exportable when the
+            # shift depends on a dynamic length (a short clip at its own length)
+            cuts = [frames - k * frames // n for k in range(n)]
+            rolled = [torch.cat([x[..., c:], x[..., :c]], dim=-1) if k else x
+                      for k, c in enumerate(cuts)]
+            out = self.embed(torch.cat(rolled))
+        else:
+            lengths = lengths.to(torch.int64)
+            t = torch.arange(frames)[None, :]
+            real = t < lengths[:, None]
+            rolled = [x]
+            for k in range(1, n):
+                source = torch.where(real, (t - k * lengths[:, None] // n) % lengths[:, None], t)
+                rolled.append(torch.gather(x, 2, source[:, None, :].expand_as(x)))
+            out = self.embed(torch.cat(rolled), lengths.repeat(n))
         return out.reshape(n, x.shape[0], -1).transpose(0, 1)
 
     def forward(self, x: Tensor) -> Tensor:

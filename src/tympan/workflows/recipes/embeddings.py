@@ -3,7 +3,9 @@
 Each clip's log-mel is cut into patches exactly as prediction cuts it
 (:mod:`tympan.windows`: a short clip keeps its own length when the front end
 has ``min_patch_frames``); each patch and its ``time_shifts`` circular time
-shifts go through the frozen backbone once. :attr:`EmbeddingExtractor.extractor_id`
+shifts go through the frozen backbone once; patches of unequal widths share a
+forward in buckets :data:`BUCKET_FRAMES` wide, masked so that each patch's
+embedding is the one it has alone. :attr:`EmbeddingExtractor.extractor_id`
 names everything that changes the output, so the feature cache keys on it.
 """
 
@@ -19,6 +21,10 @@ from torch import nn
 from tympan.config import FeatureConfig
 from tympan.features import LogMel
 from tympan.windows import clip_patch_groups
+
+#: Patches of unequal widths are batched in buckets this many frames wide (one time bin
+#: of the mn04 trunk's output), masked so that each gives its embedding alone.
+BUCKET_FRAMES = 32
 
 
 class EmbeddingExtractor:
@@ -54,13 +60,41 @@ class EmbeddingExtractor:
         embed_shifted = self.model.embed_shifted
         assert callable(embed_shifted)
         outs, owners = [], []
-        for stacked, index in clip_patch_groups(specs, self.feature_config):
-            outs += [embed_shifted(stacked[s:s + self.batch_size], self.time_shifts).numpy()
-                     for s in range(0, stacked.shape[0], self.batch_size)]
+        groups = clip_patch_groups(specs, self.feature_config)
+        for stacked, lengths, index in bucket_patches(groups, self.feature_config.patch_frames):
+            for s in range(0, stacked.shape[0], self.batch_size):
+                part = slice(s, s + self.batch_size)
+                # a bucket of unequal widths goes through masked: each patch as if alone
+                mixed = bool((lengths[part] < stacked.shape[-1]).any())
+                outs.append(embed_shifted(stacked[part], self.time_shifts,
+                                          lengths[part] if mixed else None).numpy())
             owners.append(index)
         out, index = np.concatenate(outs), np.concatenate(owners)
         # patches of one clip share a width, so their order within the clip is kept
         return [np.ascontiguousarray(out[index == i], dtype=np.float32) for i in range(len(waves))]
 
 
-__all__ = ["EmbeddingExtractor"]
+def bucket_patches(groups: Sequence[tuple[torch.Tensor, np.ndarray]], max_frames: int,
+                   bucket_frames: int = BUCKET_FRAMES
+                   ) -> list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+    """Patch groups of equal width (:func:`~tympan.windows.clip_patch_groups`) merged into
+    buckets ``bucket_frames`` wide, none wider than ``max_frames`` (the patch width):
+    ``(patches (n, n_mels, bucket width) zero-padded, real width per patch (n,) int64,
+    clip index per patch (n,))``, widest first. Whole patches are never padded."""
+    buckets: dict[int, list[tuple[torch.Tensor, np.ndarray]]] = {}
+    for patches, index in groups:
+        width = patches.shape[-1]
+        bucket = min(-(-width // bucket_frames) * bucket_frames, max(width, max_frames))
+        buckets.setdefault(bucket, []).append((patches, index))
+    out = []
+    for width in sorted(buckets, reverse=True):
+        members = buckets[width]
+        padded = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1]))
+                            for p, _ in members])
+        lengths = torch.cat([torch.full((p.shape[0],), p.shape[-1], dtype=torch.int64)
+                             for p, _ in members])
+        out.append((padded, lengths, np.concatenate([i for _, i in members])))
+    return out
+
+
+__all__ = ["BUCKET_FRAMES", "EmbeddingExtractor", "bucket_patches"]

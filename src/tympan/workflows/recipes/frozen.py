@@ -118,16 +118,26 @@ class FrozenRecipe(Recipe):
 
     def featurise(self, manifest: Manifest, *, cache: Any = None, workers: int = 2,
                   progress: bool = False) -> PreparedData:
+        import torch
+
         from tympan.data.cache import FeatureCache
 
         started = time.perf_counter()
         extractor = self.extractor()
         cache = cache if cache is not None else FeatureCache()
-        cached = cache.get_with(
-            manifest, extractor.extractor_id, lambda w: extractor([w])[0],
-            extractor.feature_config.sample_rate, batch=extractor, workers=workers,
-            progress=progress, batch_size=max(1, self.config.batch_size // 2),
-        )
+        threads = torch.get_num_threads()
+        if workers > 1:
+            # decode processes keep the other cores busy; OpenMP threads competing with them
+            # (or with anything else) cost up to 5x the CPU (bench/short_sounds.py)
+            torch.set_num_threads(1)
+        try:
+            cached = cache.get_with(
+                manifest, extractor.extractor_id, lambda w: extractor([w])[0],
+                extractor.feature_config.sample_rate, batch=extractor, workers=workers,
+                progress=progress, batch_size=max(1, self.config.batch_size // 2),
+            )
+        finally:
+            torch.set_num_threads(threads)
         return PreparedData(cached.manifest, cached, extractor.feature_config,
                             seconds=time.perf_counter() - started)
 
