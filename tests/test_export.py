@@ -187,21 +187,6 @@ def test_export_refuses_to_overwrite(tiny_onnx: tuple[Path, Path]) -> None:
         export_onnx(load_model(tiny_onnx[0]), tiny_onnx[1])
 
 
-def test_cli_export_writes_a_quantized_graph_that_runs(tiny_onnx: tuple[Path, Path],
-                                                       tmp_path: Path) -> None:
-    target = tmp_path / "tiny-int8.onnx"
-    result = runner.invoke(app, ["export", str(tiny_onnx[0]), "-o", str(target), "--quantize"])
-    assert result.exit_code == 0, result.output
-    assert "wrote" in result.output and target.is_file()
-    props = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
-    assert props["tympan.quantized"] == "int8-dynamic"
-    assert json.loads(props["tympan.classes"]) == TINY_CLASSES
-    probs = _session(target).run(None, {"waveform": _clips(1.0, 16000, 2)})[0]
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    again = runner.invoke(app, ["export", str(tiny_onnx[0]), "-o", str(target)])
-    assert again.exit_code == 2 and "already exists" in " ".join(again.output.split())
-
-
 def test_cli_export_refuses_an_onnx_input(tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tiny_onnx[1]), "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and "already an ONNX file" in " ".join(result.output.split())

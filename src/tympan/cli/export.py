@@ -22,8 +22,6 @@ def export(
         "1 is about twice as fast).")] = None,
     stft: Annotated[str, typer.Option(
         help="matmul (a split DFT in two matmuls, fast) or onnx (ONNX's STFT op).")] = "matmul",
-    quantize: Annotated[bool, typer.Option(
-        help="int8 dynamic quantisation of the weights (onnxruntime).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     verify: Verify = True,
 ) -> None:
@@ -51,8 +49,7 @@ def export(
     from tympan.inference.onnx_export import ExportOptions, export_onnx
 
     try:
-        options = ExportOptions(time_shifts=time_shifts, quantize=quantize,
-                                stft=stft)  # type: ignore[arg-type]
+        options = ExportOptions(time_shifts=time_shifts, stft=stft)  # type: ignore[arg-type]
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     loaded = _load_model(model, verify)

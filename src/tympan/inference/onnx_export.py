@@ -42,7 +42,7 @@ OPSET = 18
 METADATA_KEYS = ("tympan.classes", "tympan.sample_rate", "tympan.feature_config",
                  "tympan.patch_frames", "tympan.patch_hop_frames", "tympan.time_shifts",
                  "tympan.source_sha256", "tympan.source_model", "tympan.stft", "tympan.version",
-                 "tympan.quantized", "tympan.thresholds")
+                 "tympan.thresholds")
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,11 @@ class ExportOptions:
 
     ``time_shifts``: circular time shifts per patch averaged by a transfer model
     (None keeps the model's own; 1 halves the work of the frozen default).
-    ``quantize``: int8
-    dynamic quantisation of the network's weights (onnxruntime.quantization).
     ``stft``: ``"matmul"`` (:class:`~tympan.inference.onnx_frontend.MatmulStft`,
     fast) or ``"onnx"`` (ONNX's ``STFT`` op, slow in onnxruntime).
     """
 
     time_shifts: int | None = None
-    quantize: bool = False
     stft: Literal["matmul", "onnx"] = "matmul"
 
     def __post_init__(self) -> None:
@@ -152,7 +149,6 @@ def export_metadata(loaded: LoadedModel, options: ExportOptions) -> dict[str, st
         "tympan.source_model": loaded.metadata.model_name,
         "tympan.stft": options.stft,
         "tympan.version": __version__,
-        "tympan.quantized": "int8-dynamic" if options.quantize else "none",
         # per-class detection thresholds the training run chose (``tympan detect``)
         "tympan.thresholds": json.dumps(model_thresholds(loaded.metadata.extra)),
     }
@@ -211,21 +207,7 @@ def export_onnx(
                         f"{loaded.feature_config.sample_rate} Hz -> probabilities")
     with atomic_path(path) as tmp:
         onnx.save_model(proto, str(tmp))
-        if options.quantize:
-            _quantize(tmp)
     return path
-
-
-def _quantize(path: Path) -> None:
-    """Replace ``path`` by its int8 dynamic quantisation (weights int8, activations on the fly)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantized = path.with_name(path.name + ".int8")
-    try:
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
-        quantized.replace(path)
-    finally:
-        quantized.unlink(missing_ok=True)
 
 
 __all__ = ["METADATA_KEYS", "OPSET", "ExportOptions", "WaveformClassifier", "export_metadata",
