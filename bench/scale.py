@@ -68,7 +68,13 @@ def synth(kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate(root: Path, n: int) -> float:
-    """``n`` distinct clips in ``root/<class>/``; returns seconds spent (reused if complete)."""
+    """``n`` distinct clips in ``root/<class>/``; returns seconds spent (reused if complete).
+
+    Each class has 64 synthesised base clips; file ``i`` is base ``i // 4 % 64`` of its
+    class circularly shifted by a per-file amount and with its index written into its
+    first samples, so every file has its own content (hash, features) at the cost of a
+    write.
+    """
     import soundfile as sf
 
     marker = root / ".complete"
@@ -77,11 +83,15 @@ def generate(root: Path, n: int) -> float:
     shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
     rng = np.random.default_rng(n)
+    bases = {kind: [(synth(kind, rng) * 32767).astype(np.int16) for _ in range(64)]
+             for kind in CLASSES}
     for kind in CLASSES:
         (root / kind).mkdir(parents=True)
     for i in range(n):
         kind = CLASSES[i % len(CLASSES)]
-        sf.write(root / kind / f"{kind}-{i:06d}.wav", synth(kind, rng), RATE, subtype="PCM_16")
+        wave = np.roll(bases[kind][i // 4 % 64], (i * 7919) % 8000)
+        wave[:4] = np.frombuffer(np.int64(i).tobytes(), dtype=np.int16)
+        sf.write(root / kind / f"{kind}-{i:06d}.wav", wave, RATE, subtype="PCM_16")
     marker.write_text(str(n))
     return time.perf_counter() - start
 
@@ -218,7 +228,8 @@ def main() -> None:
     record: dict[str, Any] = {
         "benchmark": "scale", "machine": cpu_model(), "cpus": os.cpu_count(),
         "commit": git_commit(), "command": " ".join(["python", "bench/scale.py", *sys.argv[1:]]),
-        "clips": f"{CLIP_SECONDS} s, {RATE} Hz mono PCM_16 WAV, distinct content, "
+        "clips": f"{CLIP_SECONDS} s, {RATE} Hz mono PCM_16 WAV, distinct content (64 sounds "
+                 "per class, each file shifted and stamped), "
                  f"{len(CLASSES)} class folders",
         "features": LIGHT_FEATURES, "sizes": rows,
         "bytes_per_file_growth": {
