@@ -181,7 +181,7 @@ def slopes(rows: list[dict[str, Any]], stage: str, key: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--detect-files", type=int, default=100,
                         help="ten-minute files for detect (the issue's size: 1000)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tympan-scale"))
@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--stages", default="info,features,train",
                         help="comma-separated subset of info,features,train")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--add", action="store_true",
+                        help="keep the sizes (and detect run) already in --out that this run "
+                             "does not measure; each row names its own command and commit")
     args = parser.parse_args()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -223,8 +226,16 @@ def main() -> None:
         for stage in ("info", "features", "train_1_epoch"):
             if stage in row:
                 row[stage]["files_per_second"] = round(n / row[stage]["seconds"], 1)
+        row.update(command=" ".join(["python", "bench/scale.py", *sys.argv[1:]]),
+                   commit=git_commit())
         rows.append(row)
         print(json.dumps(row), flush=True)
+    earlier: dict[str, Any] = {}
+    if args.add and args.out.is_file():
+        earlier = json.loads(args.out.read_text())
+        measured = {r["n_files"] for r in rows}
+        rows = sorted([r for r in earlier.get("sizes", []) if r["n_files"] not in measured]
+                      + rows, key=lambda r: r["n_files"])
     record: dict[str, Any] = {
         "benchmark": "scale", "machine": cpu_model(), "cpus": os.cpu_count(),
         "commit": git_commit(), "command": " ".join(["python", "bench/scale.py", *sys.argv[1:]]),
@@ -237,6 +248,8 @@ def main() -> None:
                     for key in ("peak_rss_mb", "peak_anon_mb", "peak_tree_rss_mb")}
             for stage in ("info", "features", "train_1_epoch")},
     }
+    if "detect" in earlier:
+        record["detect"] = earlier["detect"]
     if args.detect_files:
         folder = long_files(work / "long", args.detect_files)
         model = light_model(work)
