@@ -113,7 +113,7 @@ class CachedFeatures(Sequence[np.ndarray]):
         return [e.shape for e in self._entries]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> CachedFeatures:
-        """The features of the clips at ``indices``, still read on demand (no manifest)."""
+        """The features (and manifest clips) at ``indices``, still read on demand."""
         entries = [self._entries[int(i)] for i in indices]
         clips = [self.manifest.clips[int(i)] for i in indices]
         manifest = Manifest(clips, name=self.manifest.name, root=self.manifest.root)
