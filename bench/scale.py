@@ -244,7 +244,7 @@ def main() -> None:
                  f"{len(CLASSES)} class folders",
         "features": LIGHT_FEATURES, "sizes": rows,
         "bytes_per_file_growth": {
-            stage: {key: slopes(rows, stage, key)
+            stage: {key.removesuffix("_mb") + "_bytes_per_file": slopes(rows, stage, key)
                     for key in ("peak_rss_mb", "peak_anon_mb", "peak_tree_rss_mb")}
             for stage in ("info", "features", "train_1_epoch")},
     }
