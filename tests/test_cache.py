@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,41 @@ def test_a_store_being_filled_by_another_process_is_waited_for_not_duplicated(
         holder.kill()
         holder.wait()
     assert len(features) == 6
+
+
+def test_features_are_read_on_demand_not_mapped_or_held(tone_dataset, tmp_path):
+    """Memory holds a record per clip, not its features: no shard is mapped into the process
+    (mapped pages would count as resident memory growing with the dataset)."""
+    m = discover(tone_dataset)
+    features = FeatureCache(tmp_path / "c").get(m, SMALL, workers=0, progress=False)
+    first = [np.array(spec) for spec in features]
+    maps = Path("/proc/self/maps")
+    if maps.exists():
+        assert str(tmp_path / "c") not in maps.read_text()
+    part = features.subset([4, 1])
+    assert len(part) == 2 and part.shapes == [first[4].shape, first[1].shape]
+    assert [c.path for c in part.manifest.clips] == [features.manifest.clips[i].path
+                                                     for i in (4, 1)]
+    np.testing.assert_array_equal(part[0], first[4])
+    np.testing.assert_array_equal(part[1], first[1])
+    import pickle
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(part))[1], first[1])
+
+
+def test_compaction_copies_entries_one_at_a_time_into_one_shard(tmp_path):
+    from tympan.data.cache_store import FeatureStore
+
+    store = FeatureStore(tmp_path, "test/compact")
+    arrays = {f"h{i}": np.full((2, i + 1), i, dtype=np.float32) for i in range(5)}
+    for h, a in arrays.items():  # one shard per entry
+        store.add({h: a}, {})
+    store.compact(["h3", "h0", "h4", "h1", "h2"])
+    entries, _ = store.read_index()
+    assert len({e.shard for e in entries.values()}) == 1
+    from tympan.data.cache_store import load_entry
+
+    for h, a in arrays.items():
+        np.testing.assert_array_equal(load_entry(store.shards, entries[h]), a)
+    shard = np.load(store.shards / entries["h0"].shard)  # an ordinary .npy file
+    assert shard.dtype == np.float32 and shard.size == sum(a.size for a in arrays.values())

@@ -191,3 +191,39 @@ def test_an_onnx_export_finds_the_same_events_with_the_stored_thresholds(
     assert gpu.exit_code == 2 and "runs on the CPU" in gpu.output
     torch_workers = _invoke(str(band_model_file), str(recordings["dawn"]), "--workers", "2")
     assert torch_workers.exit_code == 2 and "export" in torch_workers.output
+
+
+def test_detect_killed_mid_run_then_rerun_gives_the_uninterrupted_tables(
+    tiny_model_file: Path, tmp_path: Path
+) -> None:
+    """SIGKILL at a random moment after the first file's record: no final-named output is
+    partial, and the rerun (which skips finished files) ends with the same tables."""
+    from killing import kill_midway, temporaries, tympan, tympan_command
+
+    field = tmp_path / "long"
+    for i in range(16):  # 16 recordings of 20 s: tones and noise bursts in turn
+        parts = [synth.tone(300 + 40 * i + 500 * (k % 3), 1.0, RATE) if k % 2
+                 else synth.noise_burst(1.0, RATE, seed=i * 100 + k) for k in range(20)]
+        synth.write(field / f"rec{i:02d}.wav", np.concatenate(parts), RATE)
+
+    def argv(out: Path) -> list[str]:
+        return ["detect", str(tiny_model_file), str(field), "-o", str(out), "--threshold",
+                "0.34"]
+
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    kill_midway(tympan_command(argv(killed)), lambda: any((killed / "files").glob("*.json")),
+                seed=11, max_delay_seconds=1.5)
+    records = sorted((killed / "files").glob("*.json"))
+    assert 0 < len(records) < 16 and not (killed / "events.csv").exists()
+    for record in records:  # a record (written last for its file) is whole
+        json.loads(record.read_text())
+    for out in (killed, straight):
+        done = tympan(argv(out))
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert temporaries(killed) == []
+    for name in ("selections.txt", "events.csv", "events.json"):
+        assert (killed / name).read_text() == (straight / name).read_text(), name
+    labels = sorted(p.name for p in (straight / "files").glob("*.labels.txt"))
+    assert len(labels) == 16
+    for name in labels:
+        assert (killed / "files" / name).read_text() == (straight / "files" / name).read_text()

@@ -210,3 +210,57 @@ def test_short_clips_embed_at_1_s_not_5_s_and_predict_as_in_cv(
     predicted = Predictor.from_model(model, data.classes, short_front).predict_proba(
         [c.path for c in manifest.clips])
     np.testing.assert_allclose(predicted, expected, atol=2e-4)
+
+
+_KILL_WHILE_EMBEDDING = '''
+import functools, sys
+import torch
+torch.set_num_threads(1)
+from tympan.config import TrainConfig
+from tympan.data.cache import FeatureCache
+from tympan.data.sources import discover
+from tympan.workflows.run import run
+
+data, runs, cache, config_json = sys.argv[1:5]
+# persist every 8 clips (256 by default) so that the kill finds some embeddings saved
+FeatureCache.get_with = functools.partialmethod(FeatureCache.get_with, flush_every=8)
+run(discover(data), TrainConfig.from_json(config_json), runs_dir=runs, name="r", final=True,
+    cache=FeatureCache(cache))
+'''
+
+
+@pytest.mark.slow
+def test_a_frozen_run_killed_while_embedding_resumes_to_the_uninterrupted_result(
+    sound_classes_dir: Path, mn04_weights: Path, tmp_path: Path
+) -> None:
+    """SIGKILL at a seeded random moment after the first embeddings are saved: the resumed
+    run reuses them, embeds the rest and ends with the uninterrupted run's folds and head."""
+    import sys
+
+    from killing import kill_midway
+    from safetensors.numpy import load_file
+
+    from tympan.data.cache import FeatureCache
+    from tympan.workflows.run import run
+
+    config = TrainConfig(mode="frozen", folds=3, model_kwargs={"weights": str(mn04_weights)})
+    cache = tmp_path / "cache"
+    kill_midway([sys.executable, "-c", _KILL_WHILE_EMBEDDING, str(sound_classes_dir),
+                 str(tmp_path / "killed"), str(cache), config.to_json()],
+                lambda: any(cache.glob("*/index.json")), seed=5, max_delay_seconds=1.0,
+                timeout=300)
+    saved = json.loads(next(cache.glob("*/index.json")).read_text())["entries"]
+    assert 0 < len(saved) < 48  # killed while embedding, some clips already saved
+    assert not (tmp_path / "killed" / "r").exists()
+    manifest = discover(sound_classes_dir)
+    resumed = run(manifest, config, runs_dir=tmp_path / "killed", name="r", final=True,
+                  resume=True, cache=FeatureCache(cache))
+    straight = run(manifest, config, runs_dir=tmp_path / "straight", name="r", final=True,
+                   cache=FeatureCache(tmp_path / "cache2"))
+    assert resumed.cv is not None and straight.cv is not None
+    for a, b in zip(resumed.cv.folds, straight.cv.folds, strict=True):
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+    assert resumed.model_path is not None and straight.model_path is not None
+    got, want = load_file(str(resumed.model_path)), load_file(str(straight.model_path))
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)

@@ -39,3 +39,57 @@ def test_ranks_take_disjoint_shards_of_the_same_order(n: int, world: int) -> Non
 def test_a_rank_outside_the_world_is_refused() -> None:
     with pytest.raises(ValueError, match="rank must be in"):
         EpochShuffle(4, 0, rank=2, world_size=2)
+
+
+def _clips(n: int = 5):
+    import numpy as np
+
+    from tympan.workflows.recipes.patches import ClipSet
+
+    rng = np.random.default_rng(0)
+    specs = [rng.standard_normal((4, frames)).astype(np.float32) for frames in (3, 8, 13, 8, 20)]
+    copies = [[rng.standard_normal((4, 10)).astype(np.float32)] if i % 2 else []
+              for i in range(n)]
+    return ClipSet(specs, np.arange(n) % 2, copies)
+
+
+class _Counted(list):  # type: ignore[type-arg]
+    """Specs that count reads and know their shapes (as cached features do)."""
+
+    reads = 0
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [s.shape for s in self]
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        type(self).reads += 1
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("mode", ["sample", "all"])
+def test_patches_are_cut_when_read_from_clips_read_on_demand(mode: str) -> None:
+    import numpy as np
+
+    from tympan.config import FeatureConfig
+    from tympan.workflows.recipes.patches import ClipPatchDataset, ClipSet, PatchDataset
+
+    config = FeatureConfig(patch_frames=8, patch_hop_frames=4)
+    clips = _clips()
+    _Counted.reads = 0
+    counted = _Counted(clips.specs)
+    dataset = PatchDataset(ClipSet(counted, clips.labels, clips.variants), config, mode)
+    scoring = ClipPatchDataset(ClipSet(counted, clips.labels), config)
+    assert _Counted.reads == 0  # building the datasets reads no spectrogram
+    # patches: 1 (padded) + 1 + 3 + 1 + 4 per original; "all" adds one per copy (10 frames: 2)
+    assert len(dataset) == (10 if mode == "sample" else 14) and len(scoring) == 10
+    patch, label = dataset[(0, 0)]
+    assert patch.shape == (4, 8) and int(label) == 0
+    short, _, owner = scoring[0]
+    assert int(owner) == 0
+    np.testing.assert_array_equal(short[:, :3].numpy(), clips.specs[0])
+    assert float(short[:, 3:].max()) == float(clips.specs[0].min())  # padded with its minimum
+    last, _, owner = scoring[len(scoring) - 1]
+    assert int(owner) == 4
+    np.testing.assert_array_equal(last.numpy(), clips.specs[4][:, 12:20])  # end-aligned
+    assert _Counted.reads > 0

@@ -83,7 +83,7 @@ def clip_patch_groups(
     """
     by_width: dict[int, tuple[list[Tensor], list[np.ndarray]]] = {}
     for i, spec in enumerate(specs):
-        # a copy: cached spectrograms are read-only memmap views
+        # a copy: cached spectrograms are read-only arrays
         spec_t = torch.tensor(np.asarray(spec), dtype=torch.float32)
         if spec_t.ndim != 2:
             raise ValueError(f"expected a (n_mels, frames) spectrogram, got shape "

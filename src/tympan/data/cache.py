@@ -1,4 +1,4 @@
-"""The feature cache: per-clip features computed once, stored as memory-mapped arrays.
+"""The feature cache: per-clip features computed once, stored in flat float32 shards.
 
 Layout under the cache root (``$TYMPAN_CACHE``, else the user cache dir ``tympan/features``)::
 
@@ -33,6 +33,8 @@ from tympan.config import FeatureConfig
 from tympan.data.cache_store import (
     FeatureStore,
     HashCache,
+    ShardReader,
+    StoreEntry,
 )
 from tympan.data.manifest import BadFile, Manifest
 from tympan.errors import AudioError, SilentAudioWarning
@@ -86,25 +88,36 @@ class CacheBusyWarning(UserWarning):
 class CachedFeatures(Sequence[np.ndarray]):
     """Features aligned with ``manifest.clips`` (only the clips that decoded).
 
-    ``features[i]`` is a read-only float32 view into a memory-mapped shard, e.g.
-    ``(n_mels, frames)`` for log-mels. Files that failed the full decode (e.g. NaN
-    samples) are in ``manifest.bad_files`` with their reason.
+    ``features[i]`` is a read-only float32 array, e.g. ``(n_mels, frames)`` for
+    log-mels, read from its shard when asked for: memory holds one small record
+    per clip (shard, offset, shape), not the features. :meth:`subset` is a view
+    of some clips. Files that failed the full decode (e.g. NaN samples) are in
+    ``manifest.bad_files`` with their reason.
     """
 
-    def __init__(self, manifest: Manifest, arrays: list[np.ndarray], extractor_id: str) -> None:
+    def __init__(self, manifest: Manifest, entries: Sequence[StoreEntry], reader: ShardReader,
+                 extractor_id: str) -> None:
         self.manifest = manifest
         self.extractor_id = extractor_id
-        self._arrays = arrays
+        self._entries = list(entries)
+        self._reader = reader
 
     def __len__(self) -> int:
-        return len(self._arrays)
+        return len(self._entries)
 
     def __getitem__(self, i: int) -> np.ndarray:  # type: ignore[override]
-        return self._arrays[i]
+        return self._reader.read(self._entries[i])
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(a.shape) for a in self._arrays]
+        return [e.shape for e in self._entries]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> CachedFeatures:
+        """The features (and manifest clips) at ``indices``, still read on demand."""
+        entries = [self._entries[int(i)] for i in indices]
+        clips = [self.manifest.clips[int(i)] for i in indices]
+        manifest = Manifest(clips, name=self.manifest.name, root=self.manifest.root)
+        return CachedFeatures(manifest, entries, self._reader, self.extractor_id)
 
 
 def _decode(path: str, sample_rate: int, min_duration_seconds: float) -> np.ndarray | str:
@@ -157,11 +170,12 @@ class FeatureCache:
 
     def get(self, manifest: Manifest, config: FeatureConfig, *, workers: int = 2,
             progress: bool = True, min_duration_seconds: float = 0.1,
-            batch_size: int = 8) -> CachedFeatures:
+            batch_size: int = 8, flush_every: int = 256) -> CachedFeatures:
         """Log-mel ``(n_mels, frames)`` per clip of ``manifest`` under ``config``.
 
         Missing entries are decoded (``workers`` processes) and computed in
-        batches of ``batch_size`` equal-length clips in this process.
+        batches of ``batch_size`` equal-length clips in this process, and
+        persisted every ``flush_every`` clips (see :meth:`get_with`).
         """
         from tympan.features import compute_log_mel
 
@@ -189,6 +203,7 @@ class FeatureCache:
                 lambda w: compute_log_mel(w, config), config.sample_rate,
                 batch=batch, workers=workers, progress=progress,
                 min_duration_seconds=min_duration_seconds, batch_size=batch_size,
+                flush_every=flush_every,
             )
         finally:
             torch.set_num_threads(threads)
@@ -229,19 +244,18 @@ class FeatureCache:
 
         store.compact(hashes)
         entries, known_bad = store.read_index()
-        clips, arrays, maps = [], [], {}
+        clips, found = [], []
         for clip, h in zip(good_clips, hashes, strict=True):
             if h in known_bad:
                 bad_files.append(BadFile(clip.path, known_bad[h]))
                 continue
-            entry = entries[h]
-            if entry.shard not in maps:
-                maps[entry.shard] = np.load(store.shards / entry.shard, mmap_mode="r")
-            view = maps[entry.shard][entry.offset:entry.offset + entry.size].reshape(entry.shape)
             clips.append(clip)
-            arrays.append(view)
+            found.append(entries[h])
+        del hashes, entries  # O(n_clips) strings: not needed past this point
+        # shards are opened now, so one that a concurrent run compacts away stays readable
+        reader = ShardReader(store.shards, dict.fromkeys(e.shard for e in found))
         result = Manifest(clips, name=manifest.name, root=manifest.root, bad_files=bad_files)
-        return CachedFeatures(result, arrays, extractor_id)
+        return CachedFeatures(result, found, reader, extractor_id)
 
     def _compute(self, store: FeatureStore, todo: dict[str, Path], extract: Extract,
                  batch: BatchExtract | None, sample_rate: int, *, workers: int, progress: bool,

@@ -1,4 +1,4 @@
-"""The feature cache's on-disk store: content hashes, memory-mapped shards and their index.
+"""The feature cache's on-disk store: content hashes, float32 shards and their index.
 
 One :class:`FeatureStore` per extractor id (``<root>/<hash of the id>/``):
 ``index.json`` maps a file's content sha256 to (shard, offset, shape), shards
@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ class HashCache:
         self.dirty = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreEntry:
     shard: str
     offset: int
@@ -115,9 +117,12 @@ class FeatureStore:
             return {}, {}
         if data.get("version") != INDEX_VERSION:
             return {}, {}
-        entries = {h: StoreEntry(e[0], int(e[1]), tuple(int(s) for s in e[2]))
+        names: dict[str, str] = {}  # one string per shard name, not one per entry
+        entries = {h: StoreEntry(names.setdefault(e[0], e[0]), int(e[1]),
+                                 tuple(int(s) for s in e[2]))
                    for h, e in data.get("entries", {}).items()}
-        live = {h: e for h, e in entries.items() if (self.shards / e.shard).is_file()}
+        present = {name for name in names if (self.shards / name).is_file()}
+        live = {h: e for h, e in entries.items() if e.shard in present}
         return live, dict(data.get("bad", {}))
 
     def _write_index(self, entries: dict[str, StoreEntry], bad: dict[str, str]) -> None:
@@ -151,14 +156,28 @@ class FeatureStore:
             known_bad.update(bad)
             self._write_index(entries, known_bad)
 
+    def _copy_to_shard(self, entries: Sequence[StoreEntry]) -> tuple[str, list[int]]:
+        """One new shard holding ``entries`` back to back, copied one at a time (memory
+        stays that of one entry however many there are)."""
+        name = f"{uuid.uuid4().hex}.npy"
+        sizes = [e.size for e in entries]
+        offsets = np.cumsum([0] + sizes[:-1]).tolist()
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                  "fortran_order": False, "shape": (int(sum(sizes)),)}
+        with ShardReader(self.shards) as reader, atomic_path(self.shards / name) as tmp, \
+                open(tmp, "wb") as handle:
+            np.lib.format.write_array_header_2_0(handle, header)
+            for entry in entries:
+                handle.write(reader.read(entry).tobytes())
+        return name, [int(o) for o in offsets]
+
     def compact(self, hashes: Sequence[str]) -> None:
         """Rewrite ``hashes``' entries into one contiguous shard if they span several."""
         with locked(self.lock_path):
             entries, bad = self.read_index()
             needed = [h for h in dict.fromkeys(hashes) if h in entries]
             if len({entries[h].shard for h in needed}) > 1:
-                arrays = [load_entry(self.shards, entries[h]) for h in needed]
-                name, offsets = self._write_shard(arrays)
+                name, offsets = self._copy_to_shard([entries[h] for h in needed])
                 for h, off in zip(needed, offsets, strict=True):
                     entries[h] = StoreEntry(name, off, entries[h].shape)
                 self._write_index(entries, bad)
@@ -178,9 +197,78 @@ def is_young(path: Path, seconds: float = 600.0) -> bool:
 
 
 def load_entry(shards: Path, entry: StoreEntry) -> np.ndarray:
-    array = np.load(shards / entry.shard, mmap_mode="r")
-    return np.asarray(array[entry.offset:entry.offset + entry.size]).reshape(entry.shape)
+    """One entry's array (read-only float32 of ``entry.shape``), read from its shard."""
+    with ShardReader(shards, [entry.shard]) as reader:
+        return reader.read(entry)
 
 
-__all__ = ["FeatureStore", "HashCache", "INDEX_VERSION", "StoreEntry", "is_young", "load_entry",
-           "locked"]
+class ShardReader:
+    """Reads entries from shards by position (``pread``), not through memory maps.
+
+    A mapped shard's pages count as the process's resident memory once touched,
+    so reading every clip of an epoch through maps grows RSS to the size of the
+    cache; positioned reads go through the page cache and keep RSS to the
+    arrays in use. Shards are opened when named in ``names`` (so a shard
+    deleted later stays readable) or on first read. Safe to share with forked
+    DataLoader workers (no shared file offset); picklable (reopens by name).
+    """
+
+    def __init__(self, shards: Path, names: Iterable[str] = ()) -> None:
+        self.shards = Path(shards)
+        self._open: dict[str, tuple[Any, int, np.dtype[Any]]] = {}
+        self._lock = threading.Lock()  # for the seek+read fallback without os.pread
+        for name in names:
+            self._handle(name)
+
+    def _handle(self, name: str) -> tuple[Any, int, np.dtype[Any]]:
+        known = self._open.get(name)
+        if known is None:
+            handle = open(self.shards / name, "rb")  # noqa: SIM115 (kept open: closed in close())
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            _, _, dtype = read_header(handle)
+            known = self._open[name] = (handle, handle.tell(), np.dtype(dtype))
+        return known
+
+    def read(self, entry: StoreEntry) -> np.ndarray:
+        """``entry``'s array, read-only, of ``entry.shape``.
+
+        Raises:
+            OSError: the shard is missing or shorter than the index says.
+        """
+        handle, start, dtype = self._handle(entry.shard)
+        n_bytes = entry.size * dtype.itemsize
+        position = start + entry.offset * dtype.itemsize
+        if hasattr(os, "pread"):
+            data = os.pread(handle.fileno(), n_bytes, position)
+        else:  # pragma: no cover (Windows)
+            with self._lock:
+                handle.seek(position)
+                data = handle.read(n_bytes)
+        if len(data) != n_bytes:
+            raise OSError(f"{self.shards / entry.shard}: truncated shard (wanted {n_bytes} "
+                          f"bytes at {position}, got {len(data)})")
+        return np.frombuffer(data, dtype=dtype).astype(np.float32, copy=False).reshape(
+            entry.shape)
+
+    def close(self) -> None:
+        for handle, _, _ in self._open.values():
+            handle.close()
+        self._open.clear()
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"shards": self.shards, "names": list(self._open)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["shards"], state["names"])  # type: ignore[misc]
+
+
+__all__ = ["FeatureStore", "HashCache", "INDEX_VERSION", "ShardReader", "StoreEntry", "is_young",
+           "load_entry", "locked"]

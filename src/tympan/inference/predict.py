@@ -82,6 +82,10 @@ def patch_probabilities(model: nn.Module, patches: Tensor, *, batch_size: int = 
     return np.concatenate(out)
 
 
+#: Clips patched and scored together by :func:`clip_probabilities`.
+SCORE_CHUNK_CLIPS = 512
+
+
 def clip_probabilities(
     model: nn.Module,
     specs: Sequence[Tensor | np.ndarray] | Tensor,
@@ -97,11 +101,17 @@ def clip_probabilities(
     a clip shorter than a patch is scored at its own length when the config
     has ``min_patch_frames`` (patches of one width go through together).
     """
-    groups = clip_patch_groups(specs, config)
-    probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size)
-                            for patches, _ in groups])
-    clip_index = np.concatenate([owners for _, owners in groups])
-    return clip_mean(probs, clip_index, int(clip_index.max()) + 1)
+    n_clips = len(specs)
+    parts = []
+    # a bounded number of clips' patches at a time: memory does not grow with the clip count
+    for first in range(0, max(n_clips, 1), SCORE_CHUNK_CLIPS):
+        chunk = [specs[i] for i in range(first, min(n_clips, first + SCORE_CHUNK_CLIPS))]
+        groups = clip_patch_groups(chunk, config)
+        probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size)
+                                for patches, _ in groups])
+        clip_index = np.concatenate([owners for _, owners in groups])
+        parts.append(clip_mean(probs, clip_index, len(chunk)))
+    return np.concatenate(parts)
 
 
 class Predictor:

@@ -51,8 +51,12 @@ class PreparedData:
         """Augmented copies attached to the clips."""
         return sum(len(v) for v in self.variants) if self.variants is not None else 0
 
-    def select(self, indices: np.ndarray) -> list[np.ndarray]:
-        """The features of the clips at ``indices``."""
+    def select(self, indices: np.ndarray) -> Sequence[np.ndarray]:
+        """The features of the clips at ``indices``: a lazy view when the items are cached
+        features (read from disk when used), else a list."""
+        subset = getattr(self.items, "subset", None)
+        if subset is not None:
+            return subset(indices)  # type: ignore[no-any-return]
         return [self.items[int(i)] for i in indices]
 
 

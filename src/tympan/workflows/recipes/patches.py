@@ -113,76 +113,120 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + 1) % (2**63)
 
 
+def clip_frames(specs: Sequence[np.ndarray]) -> list[int]:
+    """Frames of each clip ``(n_mels, frames)``, from the sequence's ``shapes`` when it has
+    them (cached features: nothing is read), else from the arrays."""
+    shapes = getattr(specs, "shapes", None)
+    if shapes is not None:
+        return [int(shape[-1]) for shape in shapes]
+    return [int(np.shape(spec)[-1]) for spec in specs]
+
+
+#: The members of a group without copies: the original clip alone (shared, not one per clip).
+_ORIGINAL_ONLY = (-1,)
+
+
 class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_seed)
     """Training patches: item ``k`` is ``(patch (n_mels, patch_frames), label)``.
 
     ``variant_mode="sample"`` keeps one item per patch of each original clip and
     draws, each time an item is read, the original or one of its copies;
     ``"all"`` makes every copy a clip of its own (a longer epoch).
+
+    Clips are read (and a short one padded) when an item is asked for: memory
+    holds a few numbers per clip and patch, not the spectrograms, so cached
+    features stay on disk until a batch needs them.
     """
 
     def __init__(self, clips: ClipSet, feature_config: FeatureConfig,
                  variant_mode: str = "sample") -> None:
         self.patch_frames = feature_config.patch_frames
-        hop = feature_config.patch_hop_frames
-        groups: list[list[np.ndarray]] = []
-        for i, spec in enumerate(clips.specs):
-            copies = list(clips.variants[i]) if clips.variants is not None else []
+        self.hop_frames = feature_config.patch_hop_frames
+        self.specs = clips.specs
+        self.variants = clips.variants
+        frames = clip_frames(clips.specs)
+        # a group is what one item reads: clip ``owner`` as member -1, its copies as 0, 1, …
+        self.owners: list[int] = []
+        self.members: list[tuple[int, ...]] = []
+        counts: list[int] = []
+        for i, n_frames in enumerate(frames):
+            copies = clips.variants[i] if clips.variants is not None else ()
             if variant_mode == "all":
-                groups.extend([[spec]] + [[c] for c in copies])
+                choices: list[tuple[int, ...]] = [(j,) for j in range(-1, len(copies))]
             else:
-                groups.append([spec, *copies])
-        labels = clips.labels
-        if variant_mode == "all" and clips.variants is not None:
-            labels = np.concatenate([np.repeat(y, 1 + len(v))
-                                     for y, v in zip(clips.labels, clips.variants, strict=True)])
-        self.groups = [[pad_to_patch(np.asarray(s, dtype=np.float32), self.patch_frames)
-                        for s in g] for g in groups]
-        self.starts = [[patch_starts(s.shape[-1], self.patch_frames, hop) for s in g]
-                       for g in self.groups]
+                choices = [tuple(range(-1, len(copies))) if copies else _ORIGINAL_ONLY]
+            for members in choices:
+                first = n_frames if members[0] == -1 else int(np.shape(copies[members[0]])[-1])
+                self.owners.append(i)
+                self.members.append(members)
+                counts.append(self._n_patches(first))
+        labels = np.asarray(clips.labels, dtype=np.int64)[np.asarray(self.owners, dtype=np.int64)]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.items = [(g, k) for g, starts in enumerate(self.starts) for k in range(len(starts[0]))]
+        count = np.asarray(counts, dtype=np.int64)
+        self.item_group = np.repeat(np.arange(len(counts), dtype=np.int64), count)
+        self.item_patch = (np.arange(int(count.sum()), dtype=np.int64)
+                           - np.repeat(np.cumsum(count) - count, count))
+
+    def _n_patches(self, frames: int) -> int:
+        return len(patch_starts(max(frames, self.patch_frames), self.patch_frames,
+                                self.hop_frames))
+
+    def _spec(self, owner: int, member: int) -> np.ndarray:
+        """Clip ``owner`` (member -1) or its copy ``member``, padded to a whole patch."""
+        spec = (self.specs[owner] if member == -1
+                else self.variants[owner][member])  # type: ignore[index]
+        return pad_to_patch(np.asarray(spec, dtype=np.float32), self.patch_frames)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.item_group)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Item ``key``, or ``(index, item_seed)`` (from :class:`EpochShuffle`): the seed
         picks which copy of the clip is read."""
         index, item_seed = key if isinstance(key, tuple) else (key, None)
-        group, k = self.items[index]
+        group, k = int(self.item_group[index]), int(self.item_patch[index])
+        members = self.members[group]
         variant = 0
-        if len(self.groups[group]) > 1:
+        if len(members) > 1:
             generator = None
             if item_seed is not None:
                 generator = torch.Generator()
                 generator.manual_seed(item_seed)
-            variant = int(torch.randint(len(self.groups[group]), (), generator=generator).item())
-        starts = self.starts[group][variant]
+            variant = int(torch.randint(len(members), (), generator=generator).item())
+        spec = self._spec(self.owners[group], members[variant])
+        starts = patch_starts(spec.shape[-1], self.patch_frames, self.hop_frames)
         # a stretched copy has more or fewer patches than its original
         start = starts[min(k, len(starts) - 1)]
-        patch = self.groups[group][variant][:, start:start + self.patch_frames]
+        patch = spec[:, start:start + self.patch_frames]
         return torch.tensor(patch), self.labels[group]  # a copy: cached specs are read-only
 
 
 class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
-    """Every patch of every clip, for scoring: ``(patch, label, clip index)``."""
+    """Every patch of every clip, for scoring: ``(patch, label, clip index)``.
+
+    Like :class:`PatchDataset`, a clip is read when one of its patches is asked for.
+    """
 
     def __init__(self, clips: ClipSet, feature_config: FeatureConfig) -> None:
         self.patch_frames = feature_config.patch_frames
-        self.specs = [pad_to_patch(np.asarray(s, dtype=np.float32), self.patch_frames)
-                      for s in clips.specs]
+        self.hop_frames = feature_config.patch_hop_frames
+        self.specs = clips.specs
         self.labels = torch.as_tensor(clips.labels, dtype=torch.long)
-        self.items = [(i, s) for i, spec in enumerate(self.specs)
-                      for s in patch_starts(spec.shape[-1], self.patch_frames,
-                                            feature_config.patch_hop_frames)]
+        count = np.asarray([len(patch_starts(max(f, self.patch_frames), self.patch_frames,
+                                             self.hop_frames))
+                            for f in clip_frames(clips.specs)], dtype=np.int64)
+        self.item_clip = np.repeat(np.arange(len(count), dtype=np.int64), count)
+        self.item_patch = (np.arange(int(count.sum()), dtype=np.int64)
+                           - np.repeat(np.cumsum(count) - count, count))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.item_clip)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
-        clip, start = self.items[index]
-        patch = self.specs[clip][:, start:start + self.patch_frames]
+        clip, k = int(self.item_clip[index]), int(self.item_patch[index])
+        spec = pad_to_patch(np.asarray(self.specs[clip], dtype=np.float32), self.patch_frames)
+        start = patch_starts(spec.shape[-1], self.patch_frames, self.hop_frames)[k]
+        patch = spec[:, start:start + self.patch_frames]
         return (torch.tensor(patch), self.labels[clip],
                 torch.tensor(clip))
 
@@ -220,4 +264,4 @@ class PatchDataModule(L.LightningDataModule):
 
 
 __all__ = ["ClipPatchDataset", "ClipSet", "EpochShuffle", "PatchDataModule", "PatchDataset",
-           "epoch_seed"]
+           "clip_frames", "epoch_seed"]
