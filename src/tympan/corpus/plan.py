@@ -51,6 +51,9 @@ def plan_files(paths: Sequence[Path | str], first_index: int, settings: PlanSett
                                     settings.min_duration_seconds)
         except AudioError as exc:
             plan.errors.append((index, str(raw), None, exc.reason))
+        except Exception as exc:  # an odd header or path: an error row, never a failed run
+            plan.errors.append((index, str(raw), None,
+                                f"cannot read the header ({type(exc).__name__}: {exc})"))
     return plan
 
 

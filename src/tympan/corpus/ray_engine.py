@@ -29,7 +29,7 @@ import numpy as np
 
 from tympan.corpus.local import ScoreSettings
 from tympan.corpus.plan import IndexedError, PlanSettings, assemble, plan_files
-from tympan.corpus.scoring import UnitResult, UnitScorer
+from tympan.corpus.scoring import UnitResult, UnitScorer, describe_failure
 from tympan.corpus.shards import ShardRows
 from tympan.corpus.units import Unit
 from tympan.errors import AudioError
@@ -86,6 +86,8 @@ def _decode_batch(batch: dict[str, np.ndarray], plan: PlanSettings) -> dict[str,
             wave, failure = decode_span(unit.path, plan.geometry.sample_rate, begin, end)
         except AudioError as exc:
             wave, failure = np.zeros(0, np.float32), f"\0{exc.reason}"  # \0: nothing decoded
+        except Exception as exc:  # a decoder's own failure: an error row, not a failed job
+            wave, failure = np.zeros(0, np.float32), f"\0{describe_failure(exc)}"
         samples.append(wave.astype(np.float32).tobytes())
         failures.append(failure or "")
     return dict(batch, samples=np.array(samples, dtype=object),

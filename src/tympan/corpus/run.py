@@ -69,9 +69,13 @@ class CorpusOutcome:
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
 
+    #: files in the shards this invocation wrote (the throughput's numerator)
+    files_written: int = 0
+
     @property
     def files_per_second(self) -> float:
-        return self.files / self.seconds if self.seconds > 0 else 0.0
+        """Files scored per second by this invocation (reused shards not counted)."""
+        return self.files_written / self.seconds if self.seconds > 0 else 0.0
 
     def add(self, info: ShardInfo) -> None:
         self.files += info.n_files
@@ -155,6 +159,7 @@ def run_corpus(model_path: str | Path, manifest: str | Path, out_dir: str | Path
             info = output.write(index, paths, rows)
             outcome.add(info)
             outcome.shards_written += 1
+            outcome.files_written += info.n_files
             for _, _, reason in rows.errors:
                 outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
             if progress is not None:

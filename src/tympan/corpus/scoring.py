@@ -34,6 +34,11 @@ class UnitResult:
     errors: list[tuple[str, float | None, str]] = field(default_factory=list)
 
 
+def describe_failure(exc: BaseException) -> str:
+    """The reason recorded for an unexpected exception while decoding a file."""
+    return f"decoding failed ({type(exc).__name__}: {exc})"
+
+
 def _empty(unit: Unit, width: int, reason: str, seconds: float | None) -> UnitResult:
     return UnitResult(unit, np.zeros(0, np.int64), np.zeros(0, np.int64),
                       np.zeros((0, width), np.float32), [(unit.path, seconds, reason)])
@@ -125,10 +130,11 @@ class UnitScorer:
                     rows.append(self._values(batch[0][None]))
                 else:
                     rows.append(self._values(np.stack(batch)))
-        except ModelOutputError as exc:
+        except (ModelOutputError, ValueError) as exc:  # ValueError: e.g. too few samples
             return _empty(unit, self.width, str(exc), None)
-        except ValueError as exc:  # e.g. too few samples for the front end's padding
-            return _empty(unit, self.width, str(exc), None)
+        except Exception as exc:  # one odd file must not end a run over millions
+            return _empty(unit, self.width, f"scoring failed ({type(exc).__name__}: {exc})",
+                          None)
         values = (np.concatenate(rows) if rows
                   else np.zeros((0, self.width), np.float32)).astype(np.float32)
         errors = []
@@ -151,7 +157,9 @@ class UnitScorer:
             samples, failure = self.decode(unit)
         except AudioError as exc:
             return _empty(unit, self.width, exc.reason, None)
+        except Exception as exc:  # a decoder's own failure: an error row, not a failed run
+            return _empty(unit, self.width, describe_failure(exc), None)
         return self.score(unit, samples, failure)
 
 
-__all__ = ["Kind", "UnitResult", "UnitScorer"]
+__all__ = ["Kind", "UnitResult", "UnitScorer", "describe_failure"]
