@@ -13,8 +13,10 @@ runs the same files with the same worker count in its own process
 instance (``ray.init`` is timed apart; the Ray number includes actor start
 and model loading, as the pool's includes worker start). Records files/s,
 windows/s, the Ray/local ratio (goal: Ray within 20 %), and the peak resident
-memory of each engine's whole process tree (sampled every 0.2 s), with CPU
-model, commit, command and load average, in ``bench/results/corpus.json``.
+memory and the CPU seconds of each engine's whole process tree (sampled every
+0.2 s: on a shared machine, windows per CPU second compares the engines' work
+where wall time depends on the neighbours), with CPU model, commit, command
+and load average, in ``bench/results/corpus.json``.
 """
 
 from __future__ import annotations
@@ -97,10 +99,12 @@ def make_model(path: Path, kind: str) -> Path:
 # -- measuring ------------------------------------------------------------------------------
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory (MB) of process ``root`` and all its descendants, from /proc."""
+def _tree(root: int) -> dict[int, tuple[int, float]]:
+    """``pid → (resident bytes, CPU seconds so far)`` of process ``root`` and its
+    descendants, from /proc."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
+    usage: dict[int, tuple[int, float]] = {}
+    page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -108,7 +112,8 @@ def _tree_rss_mb(root: int) -> float:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
             parents[int(entry.name)] = int(fields[1])
-            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            usage[int(entry.name)] = (int(fields[21]) * page,
+                                      (int(fields[11]) + int(fields[12])) / tick)
         except (OSError, ValueError, IndexError):
             continue
     tree, frontier = {root}, [root]
@@ -118,29 +123,43 @@ def _tree_rss_mb(root: int) -> float:
             if parent == current and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    return sum(rss.get(pid, 0) for pid in tree) / 2**20
+    return {pid: usage[pid] for pid in tree if pid in usage}
 
 
-class PeakSampler:
-    """Samples the RSS of this process tree every ``period`` s in a thread; ``peak_mb``."""
+class TreeSampler:
+    """Samples this process tree every ``period`` s in a thread: ``peak_mb`` (summed
+    resident memory) and ``cpu_seconds`` (user + system, the last value seen per process:
+    a load-independent measure of the work each engine does)."""
 
     def __init__(self, period: float = 0.2) -> None:
         self.period, self.peak_mb = period, 0.0
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        tree = _tree(os.getpid())
+        self.peak_mb = max(self.peak_mb, sum(rss for rss, _ in tree.values()) / 2**20)
+        for pid, (_, cpu) in tree.items():
+            self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _tree_rss_mb(os.getpid()))
+            self._sample()
             self._stop.wait(self.period)
 
-    def __enter__(self) -> PeakSampler:
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu.values())
+
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
 
 def child(engine: str, model: Path, corpus: Path, out: Path, workers: int) -> dict[str, Any]:
@@ -148,7 +167,7 @@ def child(engine: str, model: Path, corpus: Path, out: Path, workers: int) -> di
     from tympan.corpus.run import CorpusSettings, run_corpus
 
     init_seconds = 0.0
-    with PeakSampler() as sampler:
+    with TreeSampler() as sampler:
         if engine == "ray":
             import ray
 
@@ -168,7 +187,10 @@ def child(engine: str, model: Path, corpus: Path, out: Path, workers: int) -> di
             "windows": outcome.windows, "failed_files": outcome.failed_files,
             "files_per_second": round(outcome.files / seconds, 3),
             "windows_per_second": round(outcome.windows / seconds, 2),
-            "peak_tree_rss_mb": round(sampler.peak_mb, 1)}
+            "peak_tree_rss_mb": round(sampler.peak_mb, 1),
+            "tree_cpu_seconds": round(sampler.cpu_seconds, 1),
+            "windows_per_cpu_second": round(outcome.windows / max(sampler.cpu_seconds, 1e-9),
+                                            2)}
 
 
 def main() -> None:
@@ -220,6 +242,8 @@ def main() -> None:
     if "local" in by and "ray" in by:
         record["ray_over_local_files_per_second"] = round(
             by["ray"]["files_per_second"] / by["local"]["files_per_second"], 3)
+        record["ray_over_local_windows_per_cpu_second"] = round(
+            by["ray"]["windows_per_cpu_second"] / by["local"]["windows_per_cpu_second"], 3)
         record["goal"] = "Ray Data within 20 % of the local pool (ratio >= 0.8)"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(record, indent=2) + "\n")
