@@ -23,7 +23,7 @@ Output = Annotated[Path, typer.Option(
     "--output", "-o", help="Folder for windows/shard-*.parquet, errors/shard-*.parquet and "
     "corpus.json; a rerun skips finished shards.")]
 EngineOpt = Annotated[str | None, typer.Option(
-    help="'local' (a process pool) or 'ray' (Ray Data; pip install 'tympan[ray]'); "
+    help="'local' (a process pool) or 'ray' (Ray Data: the tympan ray extra); "
     "default: ray when installed, else local.")]
 Workers = Annotated[int, typer.Option(min=1, help="Worker processes (local) or scoring actors "
                                       "(ray); each loads the model once.")]
@@ -47,7 +47,10 @@ def _run(kind: Literal["predict", "embed"], model: Path, manifest: Path, output:
     import importlib.util
 
     if importlib.util.find_spec("pyarrow") is None:
-        fail("corpus runs write Parquet: pip install 'tympan[corpus]' (or 'tympan[ray]')")
+        from rich.markup import escape
+
+        fail(escape("corpus runs write Parquet: pip install 'tympan[corpus]' (or "
+                    "'tympan[ray]')"))
     from tympan.corpus.run import CorpusSettings, run_corpus
 
     if engine is not None and engine not in ("local", "ray"):
@@ -73,14 +76,14 @@ def _run(kind: Literal["predict", "embed"], model: Path, manifest: Path, output:
 
 def _summary(outcome: CorpusOutcome, output: Path) -> None:
     for reason, count in sorted(outcome.reasons.items(), key=lambda kv: -kv[1])[:10]:
-        err_console.print(f"[yellow]skipped:[/] {count} × {reason}", highlight=False,
-                          markup=True, soft_wrap=True)
+        err_console.print(f"skipped: {count} × {reason}", highlight=False, markup=False,
+                          soft_wrap=True)
     err_console.print(
         f"{outcome.files} file(s), {outcome.windows} window(s), {outcome.failed_files} "
         f"skipped or failed (reasons in {output / 'errors'}); shards: "
         f"{outcome.shards_written} written, {outcome.shards_skipped} already done; "
         f"{outcome.seconds:.1f} s, {outcome.files_per_second:.1f} files/s ({outcome.engine})",
-        highlight=False, soft_wrap=True)
+        highlight=False, markup=False, soft_wrap=True)
     if outcome.windows == 0:
         fail("no file could be scored", code=1)
 
