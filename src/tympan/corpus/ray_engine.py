@@ -169,9 +169,9 @@ def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, wor
     actor_cpus = max(0.1, min(1.0, (cpus - 2 * TASK_CPUS) / workers))
     dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                .map_batches(partial(_plan_batch, plan=plan), batch_size=1,
-                            num_cpus=PLAN_CPUS)
+                            num_cpus=PLAN_CPUS, concurrency=1)
                .map_batches(partial(_decode_batch, plan=plan), batch_size=UNITS_PER_BATCH,
-                            num_cpus=TASK_CPUS)
+                            num_cpus=TASK_CPUS, concurrency=workers)
                .map_batches(_Scorer, batch_size=UNITS_PER_BATCH, concurrency=workers,
                             num_cpus=actor_cpus,
                             fn_constructor_kwargs={"score": score, "plan": plan}))
