@@ -151,13 +151,16 @@ def _init(workers: int, address: str | None) -> bool:
 def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, workers: int,
                width: int) -> Iterator[tuple[int, list[Path], ShardRows]]:
     import logging
+    import warnings
 
     import ray
     import ray.data
 
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-stage progress lines
+    # no per-stage progress log lines off a terminal (Ray's bars still show on one), and no
+    # warning that a small group could not keep every actor busy
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*(minimum|maximum) number of concurrent",
+                            category=UserWarning)
     items, states = [], {}
     for index, paths in group:
         firsts = list(range(0, len(paths), PLAN_CHUNK_FILES))
@@ -169,10 +172,12 @@ def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, wor
     actor_cpus = max(0.1, min(1.0, (cpus - 2 * TASK_CPUS) / workers))
     dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                .map_batches(partial(_plan_batch, plan=plan), batch_size=1,
-                            num_cpus=PLAN_CPUS, concurrency=1)
+                            num_cpus=PLAN_CPUS, compute=ray.data.TaskPoolStrategy(size=1))
                .map_batches(partial(_decode_batch, plan=plan), batch_size=UNITS_PER_BATCH,
-                            num_cpus=TASK_CPUS, concurrency=workers)
-               .map_batches(_Scorer, batch_size=UNITS_PER_BATCH, concurrency=workers,
+                            num_cpus=TASK_CPUS,
+                            compute=ray.data.TaskPoolStrategy(size=workers))
+               .map_batches(_Scorer, batch_size=UNITS_PER_BATCH,
+                            compute=ray.data.ActorPoolStrategy(size=workers),
                             num_cpus=actor_cpus,
                             fn_constructor_kwargs={"score": score, "plan": plan}))
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy",
