@@ -11,6 +11,7 @@ import sys
 from tympan.cli import (
     augment,  # noqa: F401  (registers `augment`, `ablate`)
     common,  # noqa: F401  (registers `version`)
+    corpus,  # noqa: F401  (registers `predict-corpus`, `embed`)
     datasets,  # noqa: F401  (registers `datasets fetch`, `datasets info`)
     detect,  # noqa: F401  (registers `detect`)
     export,  # noqa: F401  (registers `export`)
