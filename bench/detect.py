@@ -582,7 +582,8 @@ def main() -> None:
         "threads": args.threads, "cpu": cpu_model(), "cores": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "shared_machine": "yes: other engineers' jobs ran at the same time (see load averages)",
+        "shared_machine": ("yes: other jobs ran at the same time (see load averages)"
+                           if load_before[0] > 1.0 else "no: idle before the run (load < 1)"),
         "python": platform.python_version(), "commit": git_commit(),
         "command": "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:]),
         "total_seconds": round(time.perf_counter() - started, 1),
