@@ -52,7 +52,7 @@ class MlpMixupRecipe(FrozenRecipe):
     def fit(self, data: PreparedData, train_idx: np.ndarray, *, split_seed: int,
             work_dir: Path | None = None, cv: CVResult | None = None, progress: bool = False,
             callbacks: Sequence[Any] = ()) -> Fitted:
-        x, y, _ = _rows(data.items, np.asarray(train_idx), data.labels)
+        x, y = _rows(data.items, np.asarray(train_idx), data.labels)
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
         xt = torch.as_tensor((x - mean) / scale, dtype=torch.float32)
         n_classes = len(data.classes)

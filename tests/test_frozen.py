@@ -67,9 +67,8 @@ def test_frozen_head_trains_on_the_copies_of_training_clips_only() -> None:
     from tympan.workflows.recipes.logistic import _rows, fit_head, head_probabilities
 
     data = _noise_data(n_per_fold=20, n_folds=4, dim=64, copies_of_self=True)
-    x, y, w = _rows(data.items, np.array([0, 1]), data.labels, data.variants)
+    x, y = _rows(data.items, np.array([0, 1]), data.labels, data.variants)
     assert x.shape == (4, 64) and y.tolist() == [data.labels[0]] * 2 + [data.labels[1]] * 2
-    assert w.tolist() == [0.5] * 4  # a clip and its one copy share the clip's weight
     config = TrainConfig(mode="frozen", c_grid=(100.0,))
     cv = cross_validate(create_recipe(config), data)
     # labels are noise: held-out accuracy stays near chance (a leak would give ~100 %)

@@ -41,30 +41,3 @@ def test_an_mlp_head_cannot_take_a_logistic_regression() -> None:
     head = LogisticHead(np.zeros((3, 384)), np.zeros(3), np.zeros(384), np.ones(384), 1.0)
     with pytest.raises(TympanError, match="one Linear layer"):
         install_head(model, head)
-
-
-def test_copies_identical_to_their_clips_leave_the_head_unchanged() -> None:
-    # a clip and its k copies weigh as much as the clip alone: C keeps its meaning, where
-    # unweighted, 8 copies made the fit behave like one with a 9 times larger C
-    from tympan.workflows.recipes.logistic import fit_head
-
-    rng = np.random.default_rng(2)
-    labels = np.arange(30) % 3
-    items = [(rng.normal(size=(2, 1, 8)) + labels[i]).astype(np.float32) for i in range(30)]
-    copies = [[e.copy() for _ in range(8)] for e in items]
-    everything = np.arange(30)
-    alone = fit_head(items, labels, everything, 3, C=0.05, max_iter=200)
-    with_copies = fit_head(items, labels, everything, 3, C=0.05, max_iter=200,
-                           variants=copies)
-    np.testing.assert_allclose(with_copies.weight, alone.weight, atol=1e-4)
-    np.testing.assert_allclose(with_copies.bias, alone.bias, atol=1e-4)
-
-
-def test_sample_weights_scale_the_data_term_like_c() -> None:
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(90, 5))
-    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5).astype(int)
-    halved = fit_logistic(x, y, 3, C=1.0, max_iter=300, sample_weight=np.full(90, 0.5))
-    smaller_c = fit_logistic(x, y, 3, C=0.5, max_iter=300)
-    np.testing.assert_allclose(halved[0], smaller_c[0], atol=2e-3)
-    np.testing.assert_allclose(halved[1], smaller_c[1], atol=2e-3)
