@@ -2,7 +2,7 @@
 
     nice -n 10 python bench/accuracy_cpu.py                 # every variant with <= 2 shifts
     nice -n 10 python bench/accuracy_cpu.py --shifts 4      # and the 4-shift ones (2x trunk)
-    nice -n 10 python bench/accuracy_cpu.py --only "freq (default)" freq+logits
+    nice -n 10 python bench/accuracy_cpu.py --variants "freq (default)" freq+logits
 
 One trunk pass serves every variant: each clip is embedded once with the
 widest summary (:data:`SUPERSET`: per-frequency mean, max and std over time,
@@ -14,6 +14,9 @@ computes: the parts are pooled independently from one feature map, and shift
 ``k`` of ``n`` is shift ``k·S/n`` of ``S``), and it is cross-validated by
 :func:`tympan.workflows.crossval.cross_validate` with the recipe its config
 makes. ``"pooled"`` is the mean of ``"freq"`` over its frequency bins.
+A variant may swap the head (:mod:`probe_heads`: power normalisation, an MLP
+with mixup) or be an ensemble: the mean of its member variants' held-out
+probabilities, fold by fold (its wall time is the members' together).
 
 Writes ``bench/results/accuracy-cpu.json``: per variant the accuracy (mean,
 std, per fold), the head's cross-validation seconds and an estimated wall
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from probe_heads import MlpMixupRecipe, ensemble_folds, power_l2
 from provenance import cpu_model, git_commit
 
 from tympan.config import TrainConfig
@@ -48,10 +52,14 @@ SUPERSET = "freq+freqmax+freqstd+hidden+logits"
 
 @dataclass(frozen=True)
 class Variant:
-    """A named frozen recipe: its :class:`TrainConfig` says embedding, shifts and C grid."""
+    """A named frozen recipe: its :class:`TrainConfig` says embedding, shifts and C grid;
+    ``head`` is ``"logistic"`` (the recipe's), ``"power-l2"`` or ``"mlp-mixup"`` (see
+    :mod:`probe_heads`); ``members`` (names of other variants) makes it their ensemble."""
 
     name: str
     config: TrainConfig
+    head: str = "logistic"
+    members: tuple[str, ...] = ()
 
 
 def _frozen(**kw: Any) -> TrainConfig:
@@ -75,7 +83,26 @@ VARIANTS = [
     Variant("freq+freqmax+logits", _frozen(embedding="freq+freqmax+logits")),
     Variant("freq+logits, wide C", _frozen(embedding="freq+logits", c_grid=WIDE_C)),
     Variant("all parts", _frozen(embedding=SUPERSET)),
+    # the C grid: 8 augmented copies per clip without per-clip weights weighed the data
+    # term 9 times, i.e. acted as this grid (the cause of the copies' 1.2-point loss?)
+    Variant("freq, C x9 (8 unweighted copies)", _frozen(c_grid=(0.9, 2.7, 9.0))),
+    Variant("freq, fine C", _frozen(c_grid=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0))),
+    Variant("freq, 4 shifts, fine C", _frozen(time_shifts=4,
+                                              c_grid=(0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0))),
+    Variant("freq, power-l2", _frozen(), head="power-l2"),
+    Variant("freq, mlp-mixup", _frozen(), head="mlp-mixup"),
+    Variant("freq, 4 shifts, mlp-mixup", _frozen(time_shifts=4), head="mlp-mixup"),
+    Variant("freqmax", _frozen(embedding="freqmax")),
+    Variant("ensemble freq + freqmax", _frozen(), members=("freq (default)", "freqmax")),
+    Variant("ensemble freq + logits", _frozen(), members=("freq (default)", "logits")),
+    Variant("ensemble freq + freqmax + logits", _frozen(),
+            members=("freq (default)", "freqmax", "logits")),
+    Variant("ensemble freq + mlp-mixup", _frozen(),
+            members=("freq (default)", "freq, mlp-mixup")),
+    Variant("ensemble 4 shifts: freq + logits", _frozen(time_shifts=4),
+            members=("freq, 4 shifts", "freq+logits, 4 shifts")),
 ]
+BY_NAME = {v.name: v for v in VARIANTS}
 
 
 def part_columns(layout: list[tuple[str, int]], embedding: str) -> np.ndarray:
@@ -122,8 +149,9 @@ def slice_variant(items: list[np.ndarray], layout: list[tuple[str, int]],
 _SHARED: dict[str, Any] = {}
 
 
-def evaluate(variant: Variant) -> dict[str, Any]:
-    """Cross-validate one variant on the shared superset embeddings (see :data:`_SHARED`)."""
+def evaluate(variant: Variant) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Cross-validate one variant on the shared superset embeddings (see :data:`_SHARED`):
+    its table row and its held-out probabilities per fold."""
     import torch
 
     from tympan.workflows.crossval import cross_validate
@@ -134,11 +162,13 @@ def evaluate(variant: Variant) -> dict[str, Any]:
     if shared["jobs"] > 1:
         torch.set_num_threads(1)  # one core per forked worker
     data = shared["data"]
-    recipe = create_recipe(variant.config)
-    sliced = PreparedData(data.manifest, slice_variant(shared["items"], shared["layout"],
-                                                       variant.config, shared["n_bins"],
-                                                       shared["shifts"]),
-                          data.feature_config)
+    recipe = (MlpMixupRecipe(variant.config) if variant.head == "mlp-mixup"
+              else create_recipe(variant.config))
+    items = slice_variant(shared["items"], shared["layout"], variant.config, shared["n_bins"],
+                          shared["shifts"])
+    if variant.head == "power-l2":
+        items = power_l2(items)
+    sliced = PreparedData(data.manifest, items, data.feature_config)
     t0, cpu0 = time.perf_counter(), time.process_time()
     cv = cross_validate(recipe, sliced)
     cv_seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -146,6 +176,7 @@ def evaluate(variant: Variant) -> dict[str, Any]:
     share = variant.config.time_shifts / shared["shifts"]
     row = {
         "name": variant.name,
+        "head": variant.head,
         "embedding": variant.config.embedding,
         "time_shifts": variant.config.time_shifts,
         "c_grid": list(variant.config.c_grid),
@@ -155,6 +186,7 @@ def evaluate(variant: Variant) -> dict[str, Any]:
         "folds": {f["fold"]: f["accuracy"] for f in summary["folds"]},
         "C": {f.fold: f.info.get("C") for f in cv.folds},
         "cv_seconds": round(cv_seconds, 1),
+        "trunk_passes": share,
         "cv_cpu_seconds": round(cpu, 1),
         "estimated_wall_seconds_empty_cache": round(
             shared["featurise_seconds"] * share + cv_seconds, 1),
@@ -162,6 +194,31 @@ def evaluate(variant: Variant) -> dict[str, Any]:
     }
     print(f"{variant.name:28s} {row['accuracy_mean']:.2%} ± {row['accuracy_std']:.2%}  "
           f"folds {list(row['folds'].values())}  cv {cv_seconds:.0f} s", flush=True)
+    return row, {f.fold: f.probabilities for f in cv.folds}
+
+
+def ensemble_row(variant: Variant, members: list[dict[str, Any]],
+                 probs: list[dict[str, np.ndarray]], truth: dict[str, np.ndarray]
+                 ) -> dict[str, Any]:
+    """The table row of an ensemble from its members' rows and held-out probabilities."""
+    folds = ensemble_folds(probs, truth)
+    accs = list(folds.values())
+    row = {
+        "name": variant.name, "head": "ensemble", "members": list(variant.members),
+        "embedding": "+".join(m["embedding"] for m in members),
+        "time_shifts": variant.config.time_shifts,
+        "accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+        "folds": folds,
+        "cv_seconds": round(sum(m["cv_seconds"] for m in members), 1),
+        "cv_cpu_seconds": round(sum(m["cv_cpu_seconds"] for m in members), 1),
+        # one trunk pass serves every member: its share counted once
+        "estimated_wall_seconds_empty_cache": round(
+            _SHARED["featurise_seconds"] * max(m["trunk_passes"] for m in members)
+            + sum(m["cv_seconds"] for m in members), 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    print(f"{variant.name:28s} {row['accuracy_mean']:.2%} ± {row['accuracy_std']:.2%}  "
+          f"folds {accs}", flush=True)
     return row
 
 
@@ -169,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get(
         "TYMPAN_DATA", "/work/shared/datasets")) / "esc50")
-    parser.add_argument("--only", nargs="+", help="variant names to run (default: all)")
+    parser.add_argument("--variants", "--only", nargs="+", dest="variants",
+                        help="variant names to run (default: all); an ensemble runs its "
+                             "members too")
     parser.add_argument("--shifts", type=int, default=2,
                         help="time shifts of the shared trunk pass (variants need a divisor)")
     parser.add_argument("--cold-seconds", type=float,
@@ -184,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from tympan.data.sources import discover
+    from tympan.data.splits import make_splits
     from tympan.models.efficientat_transfer import trunk_bins
     from tympan.workflows.recipes import create_recipe
 
@@ -197,8 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     n_bins = trunk_bins(data.feature_config.n_mels)
     items = [np.asarray(x) for x in data.items]
 
-    chosen = [v for v in VARIANTS if (args.only is None or v.name in args.only)
+    unknown = sorted(set(args.variants or ()) - set(BY_NAME))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {sorted(BY_NAME)}")
+    wanted = [v for v in VARIANTS if (args.variants is None or v.name in args.variants)
               and args.shifts % v.config.time_shifts == 0]
+    needed = {m for v in wanted for m in v.members} | {v.name for v in wanted if not v.members}
+    chosen = [v for v in VARIANTS if v.name in needed]
     _SHARED.update(items=items, layout=layout, n_bins=n_bins, data=data, shifts=args.shifts,
                    featurise_seconds=args.cold_seconds or featurise_seconds, jobs=args.jobs)
     if args.jobs > 1:  # forked workers share the embeddings; each fits its variants' heads
@@ -206,9 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         from multiprocessing import get_context
 
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("fork")) as pool:
-            rows = list(pool.map(evaluate, chosen))
+            results = list(pool.map(evaluate, chosen))
     else:
-        rows = [evaluate(v) for v in chosen]
+        results = [evaluate(v) for v in chosen]
+    done = {v.name: r for v, r in zip(chosen, results, strict=True)}
+    rows = [row for row, _ in results]  # members run for an ensemble are recorded too
+    labels = data.manifest.label_ids()
+    truth = {str(data.manifest.clips[int(test[0])].fold): labels[test]
+             for _, test in make_splits(data.manifest)}
+    for v in wanted:
+        if v.members:
+            rows.append(ensemble_row(v, [done[m][0] for m in v.members],
+                                     [done[m][1] for m in v.members], truth))
     previous: dict[str, Any] = {}  # variants measured by earlier --only runs are kept
     if args.out.is_file():
         previous = {r["name"]: r for r in json.loads(args.out.read_text()).get("variants", [])}
