@@ -224,6 +224,15 @@ from tympan.workflows.run import run
 data, runs, cache, config_json = sys.argv[1:5]
 # persist every 8 clips (256 by default) so that the kill finds some embeddings saved
 FeatureCache.get_with = functools.partialmethod(FeatureCache.get_with, flush_every=8)
+# and give every batch of 8 a quarter second, so the kill lands mid-way on any machine
+# (48 short clips embed in well under a second in batches)
+import time
+from tympan.workflows.recipes.embeddings import EmbeddingExtractor
+_embed = EmbeddingExtractor.__call__
+def _slow(self, waves):
+    time.sleep(0.25)
+    return _embed(self, waves)
+EmbeddingExtractor.__call__ = _slow
 run(discover(data), TrainConfig.from_json(config_json), runs_dir=runs, name="r", final=True,
     cache=FeatureCache(cache))
 '''

@@ -88,15 +88,17 @@ class UnitScorer:
     def _embed(self, windows: np.ndarray) -> np.ndarray:
         import torch
 
+        from tympan.inference.torch_scorer import TorchScorer
         from tympan.windows import clip_mean, clip_patch_groups
 
-        detector = self.detector
-        embed_shifted = detector.model.embed_shifted
+        scorer = self.detector.scorer  # a model file's network (embed refuses other models)
+        assert isinstance(scorer, TorchScorer)
+        embed_shifted = scorer.model.embed_shifted
         assert callable(embed_shifted)
         with torch.inference_mode():
-            specs = detector.frontend(torch.from_numpy(np.ascontiguousarray(windows)))
+            specs = scorer.frontend(torch.from_numpy(np.ascontiguousarray(windows)))
             outs, owners = [], []
-            for patches, index in clip_patch_groups(specs, detector.feature_config):
+            for patches, index in clip_patch_groups(specs, scorer.feature_config):
                 embedded = embed_shifted(patches)  # (p, shifts, dim)
                 outs.append(embedded.mean(dim=1).numpy())
                 owners.append(index)
