@@ -219,23 +219,25 @@ def main() -> None:
         if "features" in stages:
             row["features"] = measure("features", ["features", str(data), "--config",
                                                    str(features_json), "--workers", w], env)
-        if "train" in stages:  # its features come from the cache the features stage filled
+        if "train" in stages:  # featurises into the cache, reusing what the features stage filled
             row["train_1_epoch"] = measure("train", [
                 "train", str(data), "--config", str(train_json), "--no-cv", "--name", f"n{n}",
                 "--runs-dir", str(work / "runs"), "--no-progress"], env)
+        command = " ".join(["python", "bench/scale.py", *sys.argv[1:]])
         for stage in ("info", "features", "train_1_epoch"):
-            if stage in row:
-                row[stage]["files_per_second"] = round(n / row[stage]["seconds"], 1)
-        row.update(command=" ".join(["python", "bench/scale.py", *sys.argv[1:]]),
-                   commit=git_commit())
+            if stage in row:  # each stage names its own run (--add merges stages of a size)
+                row[stage].update(files_per_second=round(n / row[stage]["seconds"], 1),
+                                  run=command, commit=git_commit())
+        row.update(command=command, commit=git_commit())
         rows.append(row)
         print(json.dumps(row), flush=True)
     earlier: dict[str, Any] = {}
     if args.add and args.out.is_file():
         earlier = json.loads(args.out.read_text())
-        measured = {r["n_files"] for r in rows}
-        rows = sorted([r for r in earlier.get("sizes", []) if r["n_files"] not in measured]
-                      + rows, key=lambda r: r["n_files"])
+        merged = {r["n_files"]: r for r in earlier.get("sizes", [])}
+        for row in rows:  # stages measured now replace theirs; the size's other stages stay
+            merged[row["n_files"]] = {**merged.get(row["n_files"], {}), **row}
+        rows = sorted(merged.values(), key=lambda r: r["n_files"])
     record: dict[str, Any] = {
         "benchmark": "scale", "machine": cpu_model(), "cpus": os.cpu_count(),
         "commit": git_commit(), "command": " ".join(["python", "bench/scale.py", *sys.argv[1:]]),
