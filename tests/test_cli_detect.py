@@ -193,6 +193,32 @@ def test_an_onnx_export_finds_the_same_events_with_the_stored_thresholds(
     assert torch_workers.exit_code == 2 and "export" in torch_workers.output
 
 
+def test_engine_onnx_exports_once_into_the_cache_and_finds_the_same_events(
+        band_model_file: Path, recordings: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from tympan.fileio import sha256_file
+
+    exports = tmp_path / "exports"
+    monkeypatch.setenv("TYMPAN_ONNX_CACHE", str(exports))
+    field = str(tmp_path / "field")
+    torch_run = _invoke(str(band_model_file), field, "-o", str(tmp_path / "torch"))
+    assert torch_run.exit_code == 0, torch_run.output
+    onnx_run = _invoke(str(band_model_file), field, "-o", str(tmp_path / "onnx"),
+                       "--engine", "onnx", "--workers", "2")
+    assert onnx_run.exit_code == 0, onnx_run.output
+    assert _rows(tmp_path / "onnx" / "events.csv") == _rows(tmp_path / "torch" / "events.csv")
+    cached = exports / f"{sha256_file(band_model_file)}.onnx"
+    assert sorted(exports.iterdir()) == [cached]
+    made = cached.stat().st_mtime_ns
+    again = _invoke(str(band_model_file), str(recordings["dawn"]), "-o",
+                    str(tmp_path / "again"), "--engine", "onnx")
+    assert again.exit_code == 0 and cached.stat().st_mtime_ns == made  # reused, not redone
+    bad = _invoke(str(band_model_file), field, "--engine", "tflite")
+    assert bad.exit_code == 2 and "torch or onnx" in " ".join(bad.output.split())
+
+
 def test_detect_killed_mid_run_then_rerun_gives_the_uninterrupted_tables(
     tiny_model_file: Path, tmp_path: Path
 ) -> None:

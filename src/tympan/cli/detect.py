@@ -64,6 +64,10 @@ def detect(
     threads: Annotated[int | None, typer.Option(
         min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
         "engine's own choice.")] = None,
+    engine: Annotated[str, typer.Option(
+        help="torch (the model file's network) or onnx (a .safetensors model is exported once "
+        "into the cache, then scored on onnxruntime: the same events, about 2x faster on a "
+        "CPU). An .onnx model always runs on onnxruntime.")] = "torch",
     workers: Annotated[int, typer.Option(
         min=1, help="With an .onnx model: score in this many single-thread worker processes "
         "while the main one decodes (2 on a 2-core machine).")] = 1,
@@ -86,6 +90,10 @@ def detect(
         raise typer.BadParameter(f"--threshold must be in (0, 1], got {threshold}")
     from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
 
+    if engine not in ("torch", "onnx"):
+        raise typer.BadParameter(f"--engine must be torch or onnx, got {engine!r}")
+    if engine == "onnx" and not is_onnx_model(model):
+        model = _exported(model, verify)
     if workers > 1 and not is_onnx_model(model):
         fail("--workers runs an ONNX export in each worker: export the model first "
              "(tympan export MODEL) and pass the .onnx file, or use --threads")
@@ -140,3 +148,22 @@ def detect(
         fail("no file could be scored", code=1)
     if strict and (skipped or failed):
         raise typer.Exit(1)
+
+
+def _exported(model: Path, verify: bool) -> Path:
+    """``model``'s cached exact ONNX export (made now if missing), for ``--engine onnx``."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        fail(f"--engine onnx exports the model first and needs torch, onnx and onnxscript "
+             f"({exc.name} is missing): pip install 'tympan[export]'")
+    from tympan.errors import ModelFileError
+    from tympan.inference.onnx_export import cached_export
+
+    try:
+        return cached_export(model, verify=verify)
+    except ModelFileError as exc:
+        fail(str(exc))
+        raise  # unreachable: fail exits

@@ -210,5 +210,42 @@ def export_onnx(
     return path
 
 
-__all__ = ["METADATA_KEYS", "OPSET", "ExportOptions", "WaveformClassifier", "export_metadata",
-           "export_onnx", "patch_count", "waveform_classifier"]
+def export_cache_dir() -> Path:
+    """Where :func:`cached_export` keeps exports: ``$TYMPAN_ONNX_CACHE``, else the user
+    cache dir ``tympan/onnx``."""
+    import os
+
+    env = os.environ.get("TYMPAN_ONNX_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("tympan")) / "onnx"
+
+
+def cached_export(model_path: str | Path, *, verify: bool = True,
+                  root: Path | None = None) -> Path:
+    """The exact ONNX export of the model file at ``model_path``, made once and kept under
+    ``root`` (default :func:`export_cache_dir`) by the file's sha256, so an edited model
+    file is exported again.
+
+    Raises:
+        ModelFileError: the model file cannot be read or loaded (see ``load_model``).
+    """
+    from tympan.models.modelfile import load_model
+
+    model_path = Path(model_path)
+    try:
+        digest = sha256_file(model_path)
+    except OSError as exc:
+        raise ModelFileError(f"{model_path}: cannot read the model file ({exc})") from exc
+    target = (root if root is not None else export_cache_dir()) / f"{digest}.onnx"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return export_onnx(load_model(model_path, verify=verify), target, overwrite=True)
+
+
+__all__ = ["METADATA_KEYS", "OPSET", "ExportOptions", "WaveformClassifier", "cached_export",
+           "export_cache_dir", "export_metadata", "export_onnx", "patch_count",
+           "waveform_classifier"]
