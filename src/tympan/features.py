@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from tympan.config import SEED_FEATURES, FeatureConfig
+from tympan.melspec import kaldi_mel_filterbank
 
 
 def make_window(config: FeatureConfig) -> np.ndarray:
@@ -32,28 +33,6 @@ def make_window(config: FeatureConfig) -> np.ndarray:
     if config.window == "hann_symmetric":
         return np.hanning(n).astype(np.float64)
     raise ValueError(f"unknown window {config.window!r}")
-
-
-def _kaldi_mel(freq_hz: np.ndarray) -> np.ndarray:
-    return 1127.0 * np.log1p(freq_hz / 700.0)
-
-
-def kaldi_mel_filterbank(config: FeatureConfig) -> np.ndarray:
-    """Kaldi-style filters, triangular in the mel domain: ``(n_mels, n_fft // 2 + 1)``.
-
-    Follows ``torchaudio.compliance.kaldi.get_mel_banks`` (no VTLN); the
-    Nyquist bin gets zero weight, as EfficientAT pads it.
-    """
-    n_bins = config.n_fft // 2 + 1
-    mel_low, mel_high = _kaldi_mel(np.array([config.f_min_hz, config.f_max]))
-    delta = (mel_high - mel_low) / (config.n_mels + 1)
-    left = mel_low + np.arange(config.n_mels)[:, None] * delta
-    center, right = left + delta, left + 2 * delta
-    fft_mels = _kaldi_mel(np.arange(config.n_fft // 2) * config.sample_rate / config.n_fft)[None]
-    up = (fft_mels - left) / (center - left)
-    down = (right - fft_mels) / (right - center)
-    weights = np.maximum(0.0, np.minimum(up, down))
-    return np.concatenate([weights, np.zeros((config.n_mels, n_bins - weights.shape[1]))], 1)
 
 
 def mel_filterbank(config: FeatureConfig) -> np.ndarray:

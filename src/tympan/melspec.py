@@ -47,20 +47,29 @@ def _kaldi_mel(freq_hz: np.ndarray) -> np.ndarray:
     return np.asarray(1127.0 * np.log1p(freq_hz / 700.0))
 
 
+def kaldi_mel_filterbank(config: FeatureConfig) -> np.ndarray:
+    """Kaldi-style filters, triangular in the mel domain: ``(n_mels, n_fft // 2 + 1)``.
+
+    Follows ``torchaudio.compliance.kaldi.get_mel_banks`` (no VTLN); the
+    Nyquist bin gets zero weight, as EfficientAT pads it.
+    """
+    n_bins = config.n_fft // 2 + 1
+    low, high = _kaldi_mel(np.array([config.f_min_hz, config.f_max]))
+    delta = (high - low) / (config.n_mels + 1)
+    left = low + np.arange(config.n_mels)[:, None] * delta
+    centre, right = left + delta, left + 2 * delta
+    fft_mels = _kaldi_mel(np.arange(config.n_fft // 2) * config.sample_rate / config.n_fft)
+    up = (fft_mels[None] - left) / (centre - left)
+    down = (right - fft_mels[None]) / (right - centre)
+    weights = np.maximum(0.0, np.minimum(up, down))
+    return np.concatenate([weights, np.zeros((config.n_mels, n_bins - weights.shape[1]))], 1)
+
+
 def mel_matrix(config: FeatureConfig) -> np.ndarray:
     """The mel filterbank ``(n_mels, n_fft // 2 + 1)`` float64 of ``config`` (the same
     matrix :func:`tympan.features.mel_filterbank` builds with librosa or Kaldi's rule)."""
-    n_bins = config.n_fft // 2 + 1
     if config.mel_scale == "kaldi":
-        low, high = _kaldi_mel(np.array([config.f_min_hz, config.f_max]))
-        delta = (high - low) / (config.n_mels + 1)
-        left = low + np.arange(config.n_mels)[:, None] * delta
-        centre, right = left + delta, left + 2 * delta
-        fft_mels = _kaldi_mel(np.arange(config.n_fft // 2) * config.sample_rate / config.n_fft)
-        up = (fft_mels[None] - left) / (centre - left)
-        down = (right - fft_mels[None]) / (right - centre)
-        weights = np.maximum(0.0, np.minimum(up, down))
-        return np.concatenate([weights, np.zeros((config.n_mels, n_bins - weights.shape[1]))], 1)
+        return kaldi_mel_filterbank(config)
     htk = config.mel_scale == "htk"
     fft_freqs = np.fft.rfftfreq(config.n_fft, 1.0 / config.sample_rate)
     edges = _hz_to_mel(np.array([config.f_min_hz, config.f_max]), htk)
@@ -118,4 +127,4 @@ def log_mel_numpy(waveform: np.ndarray, config: FeatureConfig,
     return out.astype(np.float32)
 
 
-__all__ = ["hann_window", "log_mel_numpy", "mel_matrix"]
+__all__ = ["hann_window", "kaldi_mel_filterbank", "log_mel_numpy", "mel_matrix"]
