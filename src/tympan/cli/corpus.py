@@ -9,7 +9,7 @@ import typer
 
 from tympan.cli._app import app
 from tympan.cli.common import err_console, fail
-from tympan.cli.predict import Verify
+from tympan.cli.predict import Verify, WindowBatch
 
 if TYPE_CHECKING:
     from tympan.corpus.run import CorpusOutcome
@@ -31,7 +31,6 @@ ShardFiles = Annotated[int, typer.Option(min=1, help="Files per output shard (th
                                          "resume).")]
 UnitWindows = Annotated[int, typer.Option(min=1, help="Windows per work unit: a longer file "
                                           "is split across workers.")]
-BatchSize = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
 Threads = Annotated[int, typer.Option(min=1, help="torch threads per worker.")]
 HopSeconds = Annotated[float | None, typer.Option(
     help="Step between windows in seconds (default: half the model's window).")]
@@ -91,7 +90,7 @@ def _summary(outcome: CorpusOutcome, output: Path) -> None:
 @app.command("predict-corpus")
 def predict_corpus(model: Model, manifest: Manifest, output: Output,
                    engine: EngineOpt = None, workers: Workers = 2, shard_files: ShardFiles = 1000,
-                   unit_windows: UnitWindows = 32, batch_size: BatchSize = 8,
+                   unit_windows: UnitWindows = 32, batch_size: WindowBatch = 8,
                    threads: Threads = 1, hop_seconds: HopSeconds = None,
                    ray_address: RayAddress = None, verify: Verify = True) -> None:
     """Score every window of every file of a corpus into Parquet shards.
@@ -107,7 +106,7 @@ def predict_corpus(model: Model, manifest: Manifest, output: Output,
 @app.command("embed")
 def embed(model: Model, manifest: Manifest, output: Output,
           engine: EngineOpt = None, workers: Workers = 2, shard_files: ShardFiles = 1000,
-          unit_windows: UnitWindows = 32, batch_size: BatchSize = 8, threads: Threads = 1,
+          unit_windows: UnitWindows = 32, batch_size: WindowBatch = 8, threads: Threads = 1,
           hop_seconds: HopSeconds = None, ray_address: RayAddress = None,
           verify: Verify = True) -> None:
     """Embed every window of every file of a corpus into Parquet shards.

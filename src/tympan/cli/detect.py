@@ -9,7 +9,15 @@ import typer
 
 from tympan.cli._app import app
 from tympan.cli.common import console, err_console, fail
-from tympan.cli.predict import Verify, _display, _load_model, _report_skipped
+from tympan.cli.predict import (
+    NetworkThreads,
+    TorchDevice,
+    Verify,
+    WindowBatch,
+    _display,
+    _load_model,
+    _report_skipped,
+)
 
 if TYPE_CHECKING:
     from tympan.inference.stream import ChannelChoice
@@ -58,12 +66,9 @@ def detect(
         "default: a YYYYMMDD_HHMMSS stamp in the file name.")] = None,
     plot: Annotated[bool, typer.Option(
         help="Also write a timeline PNG per file (spectrogram, scores, events).")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
-    device: Annotated[str | None, typer.Option(
-        help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
-        "engine's own choice.")] = None,
+    batch_size: WindowBatch = 8,
+    device: TorchDevice = None,
+    threads: NetworkThreads = None,
     engine: Annotated[str, typer.Option(
         help="torch (the model file's network) or onnx (a .safetensors model is exported once "
         "into the cache, then scored on onnxruntime: the same events, about 2x faster on a "
@@ -152,13 +157,9 @@ def detect(
 
 def _exported(model: Path, verify: bool) -> Path:
     """``model``'s cached exact ONNX export (made now if missing), for ``--engine onnx``."""
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        fail(f"--engine onnx exports the model first and needs torch, onnx and onnxscript "
-             f"({exc.name} is missing): pip install 'tympan[export]'")
+    from tympan.cli.export import require_exporter
+
+    require_exporter("--engine onnx (it exports the model first)")
     from tympan.errors import ModelFileError
     from tympan.inference.onnx_export import cached_export
 

@@ -38,13 +38,7 @@ def export(
         fail(f"{target}: an ONNX file name ends in .onnx")
     if target.exists() and not overwrite:
         fail(f"{target}: already exists; pass --overwrite to replace it")
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        fail(f"export needs torch, onnx and onnxscript ({exc.name} is missing): "
-             "pip install 'tympan[export]'")
+    require_exporter("export")
 
     from tympan.inference.onnx_export import ExportOptions, export_onnx
 
@@ -57,3 +51,15 @@ def export(
     size_mb = target.stat().st_size / 1e6
     console.print(f"wrote {target} ({size_mb:.1f} MB): {len(loaded.classes)} classes, "
                   f"{loaded.feature_config.sample_rate} Hz mono waveform in", highlight=False)
+
+
+def require_exporter(what: str) -> None:
+    """Exit with a usage error naming ``what`` unless the ONNX exporter's packages (torch,
+    onnx, onnxscript: the ``tympan[export]`` extra) are installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        fail(f"{what} needs torch, onnx and onnxscript ({exc.name} is missing): "
+             "pip install 'tympan[export]'")

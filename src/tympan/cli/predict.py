@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 Verify = Annotated[bool, typer.Option(
     "--verify/--no-verify", help="Check the model file's checksum; --no-verify loads a "
     "changed file anyway, with a warning.")]
+#: Options of the commands that score windows with a saved model (predict, detect, corpus).
+WindowBatch = Annotated[int, typer.Option(min=1, help="Windows per forward pass.")]
+TorchDevice = Annotated[str | None, typer.Option(
+    help="torch device (cpu, cuda, cuda:1); default: cuda if available.")]
+NetworkThreads = Annotated[int | None, typer.Option(
+    min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
+    "engine's own choice.")]
 
 
 @contextmanager
@@ -151,12 +158,9 @@ def predict(
         "--json/--csv choose explicitly); the table still prints.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output file.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file was skipped.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
-    device: Annotated[str | None, typer.Option(
-        help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        min=1, help="CPU threads for the network (torch or onnxruntime); default: the "
-        "engine's own choice.")] = None,
+    batch_size: WindowBatch = 8,
+    device: TorchDevice = None,
+    threads: NetworkThreads = None,
     verify: Verify = True,
 ) -> None:
     """Label audio files with a saved model: top-k labels with probabilities per file.
@@ -288,8 +292,7 @@ def evaluate(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per forward pass.")] = 64,
-    device: Annotated[str | None, typer.Option(
-        help="torch device (cpu, cuda, cuda:1); default: cuda if available.")] = None,
+    device: TorchDevice = None,
     verify: Verify = True,
 ) -> None:
     """Score a saved model on labelled data: accuracy, macro-F1 and a per-class table."""
