@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -73,6 +73,8 @@ class UnitScorer:
             loaded = load_model(model_path, verify=verify)
         self.kind = kind
         self.geometry = geometry
+        self.loaded, self.batch_size = loaded, batch_size
+        self._extractor: Any = None  # the frozen recipe's EmbeddingExtractor, for embed
         hop = geometry.hop_samples / geometry.sample_rate
         self.detector = Detector(loaded, hop_seconds=hop, batch_size=batch_size, device="cpu")
         if self.detector.hop_samples != geometry.hop_samples:
@@ -86,23 +88,16 @@ class UnitScorer:
                       else len(loaded.classes))
 
     def _embed(self, windows: np.ndarray) -> np.ndarray:
-        import torch
+        """Each window's frozen-recipe embedding ``(n, dim)``: the mean over its patches and
+        time shifts of what :class:`EmbeddingExtractor` gives the frozen recipe."""
+        if self._extractor is None:
+            from tympan.workflows.recipes.embeddings import EmbeddingExtractor
 
-        from tympan.inference.torch_scorer import TorchScorer
-        from tympan.windows import clip_mean, clip_patch_groups
-
-        scorer = self.detector.scorer  # a model file's network (embed refuses other models)
-        assert isinstance(scorer, TorchScorer)
-        embed_shifted = scorer.model.embed_shifted
-        assert callable(embed_shifted)
-        with torch.inference_mode():
-            specs = scorer.frontend(torch.from_numpy(np.ascontiguousarray(windows)))
-            outs, owners = [], []
-            for patches, index in clip_patch_groups(specs, scorer.feature_config):
-                embedded = embed_shifted(patches)  # (p, shifts, dim)
-                outs.append(embedded.mean(dim=1).numpy())
-                owners.append(index)
-        values = clip_mean(np.concatenate(outs), np.concatenate(owners), windows.shape[0])
+            loaded = self.loaded
+            self._extractor = EmbeddingExtractor(
+                loaded.model, loaded.feature_config,
+                int(getattr(loaded.model, "time_shifts", 1)), self.batch_size)
+        values = np.stack([e.mean(axis=(0, 1)) for e in self._extractor(list(windows))])
         if not np.isfinite(values).all():
             raise ModelOutputError("non-finite embedding (NaN or infinite values)")
         return values

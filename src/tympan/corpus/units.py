@@ -20,6 +20,7 @@ import soundfile as sf
 from tympan.audio import _check_file, _describe
 from tympan.config import FeatureConfig
 from tympan.errors import AudioError
+from tympan.inference.detect import hop_samples_for
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,8 @@ class WindowGeometry:
             ValueError: a hop that is not positive or longer than a window.
         """
         window = config.patch_frames * config.hop_samples
-        hop = max(1, window // 2) if hop_seconds is None else round(hop_seconds
-                                                                      * config.sample_rate)
-        if not 0 < hop <= window:
-            raise ValueError(f"hop_seconds must be in (0, {window / config.sample_rate:g}] "
-                             f"(one window), got {hop_seconds}")
-        return cls(config.sample_rate, window, hop)
+        return cls(config.sample_rate, window,
+                   hop_samples_for(window, config.sample_rate, hop_seconds))
 
 
 def window_starts(total_samples: int, window_samples: int, hop_samples: int) -> np.ndarray:

@@ -59,6 +59,22 @@ def window_samples(model: Any) -> int:
     return int(config.patch_frames * config.hop_samples)
 
 
+def hop_samples_for(window: int, sample_rate: int, hop_seconds: float | None) -> int:
+    """The step in samples between windows of ``window`` samples at ``sample_rate`` (Hz):
+    half a window when ``hop_seconds`` is None.
+
+    Raises:
+        ValueError: a hop that is not positive or longer than a window.
+    """
+    if hop_seconds is None:
+        return max(1, window // 2)
+    hop = round(hop_seconds * sample_rate)
+    if not 0 < hop <= window:
+        raise ValueError(f"hop_seconds must be in (0, {window / sample_rate:g}] (one window), "
+                         f"got {hop_seconds}")
+    return hop
+
+
 @dataclass
 class WindowScores:
     """Per-window class probabilities of one file (or what was decoded before a failure).
@@ -175,14 +191,7 @@ class Detector:
         self.feature_config = self.scorer.feature_config
         self.sample_rate = self.feature_config.sample_rate
         self.window_samples = window_samples(self.scorer)
-        if hop_seconds is None:
-            self.hop_samples = max(1, self.window_samples // 2)
-        else:
-            self.hop_samples = round(hop_seconds * self.sample_rate)
-            if not 0 < self.hop_samples <= self.window_samples:
-                window = self.window_samples / self.sample_rate
-                raise ValueError(f"hop_seconds must be in (0, {window:g}] (one window), "
-                                 f"got {hop_seconds}")
+        self.hop_samples = hop_samples_for(self.window_samples, self.sample_rate, hop_seconds)
         self.batch_size = batch_size
         self.block_seconds = block_seconds
         self.min_duration_seconds = min_duration_seconds
@@ -367,4 +376,5 @@ class Detector:
         return results
 
 
-__all__ = ["Detector", "FilePrediction", "WindowScorer", "WindowScores", "window_samples"]
+__all__ = ["Detector", "FilePrediction", "WindowScorer", "WindowScores", "hop_samples_for",
+           "window_samples"]
