@@ -260,25 +260,31 @@ def worker_detect(model: Path, audio: Path, out: Path, threads: int,
                        for e in result.events]}
 
 
+def _stream_seconds(audio: Path, rate: int) -> tuple[float, float]:
+    """Seconds to stream ``audio`` decoded only (at the recording's rate), and decoded and
+    resampled to ``rate``."""
+    from tympan.inference.stream import AudioStream
+
+    spent = []
+    for target in (HOUR_RATE, rate):
+        t0 = time.perf_counter()
+        for _ in AudioStream(audio, target, block_seconds=30.0):
+            pass
+        spent.append(time.perf_counter() - t0)
+    return spent[0], spent[1]
+
+
 def worker_profile(model: Path, audio: Path, threads: int) -> dict[str, Any]:
     """Seconds per stage over ``audio``: decode, resample, front end, network, the rest."""
     import torch
 
     torch.set_num_threads(threads)
     from tympan.inference.detect import Detector
-    from tympan.inference.stream import AudioStream
     from tympan.models.modelfile import load_model
 
     loaded = load_model(model)
     rate = loaded.feature_config.sample_rate
-    t0 = time.perf_counter()
-    for _ in AudioStream(audio, HOUR_RATE, block_seconds=30.0):
-        pass
-    decode = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in AudioStream(audio, rate, block_seconds=30.0):
-        pass
-    decode_resample = time.perf_counter() - t0
+    decode, decode_resample = _stream_seconds(audio, rate)
 
     detector = Detector(loaded)
     scorer: Any = detector.scorer
@@ -311,18 +317,10 @@ def worker_profile_onnx(model: Path, frontend: Path, audio: Path) -> dict[str, A
 
     from tympan.inference.detect import Detector
     from tympan.inference.onnx_predict import OnnxPredictor
-    from tympan.inference.stream import AudioStream
 
     predictor = OnnxPredictor(model, threads=1)
     rate = predictor.sample_rate
-    t0 = time.perf_counter()
-    for _ in AudioStream(audio, HOUR_RATE, block_seconds=30.0):
-        pass
-    decode = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in AudioStream(audio, rate, block_seconds=30.0):
-        pass
-    decode_resample = time.perf_counter() - t0
+    decode, decode_resample = _stream_seconds(audio, rate)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     front = ort.InferenceSession(str(frontend), options, providers=["CPUExecutionProvider"])
