@@ -200,10 +200,10 @@ def test_train_on_two_ddp_processes_matches_one_process(sound_classes_dir: Path,
     runs = tmp_path / "runs"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TYMPAN_CACHE": str(tmp_path / "cache")}
 
-    def train(name: str, devices: int, batch_size: int) -> Path:
+    def train(name: str, devices: int, batch_size: int, *extra: str) -> Path:
         args = [sys.executable, str(script), "train", str(sound_classes_dir), "--config",
                 str(recipe), "--devices", str(devices), "--batch-size", str(batch_size),
-                "--runs-dir", str(runs), "--name", name, "--final", "--no-progress"]
+                "--runs-dir", str(runs), "--name", name, "--final", "--no-progress", *extra]
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         return runs / name
@@ -225,3 +225,15 @@ def test_train_on_two_ddp_processes_matches_one_process(sound_classes_dir: Path,
     # gradients averaged over two half batches, BatchNorm statistics per half: not the same
     # floats as one process, but the same classifier on these easy sounds
     assert accuracy[0] >= 0.9 and abs(accuracy[0] - accuracy[1]) <= 0.05, accuracy
+
+    # mixed precision under DDP (bf16 autocast on the CPU, as on a GPU without fp16): the
+    # same classifier, other floats than 32-bit (so autocast did run), float32 weights saved
+    mixed = train("ddp-bf16", 2, 4, "--precision", "bf16-mixed")
+    assert json.loads((mixed / "config.json").read_text())["train"]["precision"] == "bf16-mixed"
+    assert json.loads((mixed / "metrics.json").read_text())["accuracy_mean"] >= 0.9
+    probs = [np.load(r / "cv" / "fold-1" / "result.npz")["probabilities"] for r in (ddp, mixed)]
+    assert probs[0].shape == probs[1].shape and not np.allclose(probs[0], probs[1], atol=1e-4)
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(mixed / "model.safetensors")).values()
+    assert {w.dtype for w in weights if w.dtype.kind == "f"} == {np.dtype(np.float32)}
