@@ -86,3 +86,21 @@ def test_ray_counts_skips_and_resume(local_ray: None, corpus: tuple[Path, Path, 
                CorpusSettings(engine="local", workers=2, shard_files=25, unit_windows=2))
     pd.testing.assert_frame_equal(pd.read_parquet(local / "windows"), rows, atol=1e-6)
     pd.testing.assert_frame_equal(pd.read_parquet(local / "errors"), errors)
+
+
+def test_ray_runs_the_onnx_export(local_ray: None, corpus: tuple[Path, Path, dict[str, int]],
+                                  tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    audio, _, windows = corpus
+    model_file, export = tiny_onnx
+    manifest = tmp_path / "some.txt"
+    picked = sorted(windows)[:30] + [str(audio / "f901_text.wav")]
+    manifest.write_text("\n".join(picked) + "\n")
+    settings = CorpusSettings(engine="ray", workers=2, shard_files=10, unit_windows=2)
+    outcome = run_corpus(export, manifest, tmp_path / "ray", "predict", settings)
+    assert (outcome.files, outcome.failed_files) == (31, 1)
+    rows = pd.read_parquet(tmp_path / "ray" / "windows")
+    assert rows.groupby("path").size().to_dict() == {p: windows[p] for p in picked[:30]}
+    run_corpus(model_file, manifest, tmp_path / "torch", "predict",
+               CorpusSettings(engine="local", workers=1, shard_files=10, unit_windows=2))
+    pd.testing.assert_frame_equal(rows, pd.read_parquet(tmp_path / "torch" / "windows"),
+                                  check_exact=False, atol=1e-5)
