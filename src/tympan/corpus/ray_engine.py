@@ -135,16 +135,25 @@ class _ShardState:
 
 
 def _init(workers: int, address: str | None) -> bool:
-    """Start (or join) Ray unless it is running; True when this call started it."""
+    """Start (or join) Ray unless it is running; True when this call started it.
+
+    Without ``address`` (nor ``RAY_ADDRESS``) a new local instance is started even if
+    another one runs on this machine (``address="local"``): e.g. what a killed run left
+    behind, which Ray's own default would try to join.
+    """
+    import os
+
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=OBJECT_STORE_BYTES, configure_logging=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False,
+                 log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES,
+                 configure_logging=False)
     return True
 
 
