@@ -116,7 +116,6 @@ def scoring_model(model_path: Path, kind: Kind, scorer: Scorer, verify: bool = T
         ConfigError: ``embed`` with the ONNX scorer (embeddings come from the torch network).
     """
     from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
-    from tympan.models.modelfile import read_metadata
 
     if scorer == "onnx" and not is_onnx_model(model_path):
         if kind == "embed":
@@ -128,6 +127,8 @@ def scoring_model(model_path: Path, kind: Kind, scorer: Scorer, verify: bool = T
     if is_onnx_model(model_path):
         probe = OnnxPredictor(model_path, threads=1)
         return model_path, probe.feature_config, list(probe.classes)
+    from tympan.models.modelfile import read_metadata  # imports torch
+
     metadata = read_metadata(model_path)
     return model_path, metadata.features, list(metadata.labels)
 
