@@ -17,7 +17,7 @@ windows/s, the steady-state files/s and windows per CPU second (from the first
 shard written to the last: start-up excluded), the Ray/local ratio (goal: Ray
 within 20 %) per scorer (``--scorers torch,onnx``: the model file's network,
 or its ONNX export on onnxruntime), CPU seconds per process kind (driver,
-pool workers, Ray's actors, decode tasks and its own raylet/GCS/agents), and the peak resident
+pool workers, each Ray actor/task title, and Ray's raylet/GCS/agents), and the peak resident
 memory and the CPU seconds of each engine's whole process tree (sampled every
 0.2 s: on a shared machine, windows per CPU second compares the engines' work
 where wall time depends on the neighbours), with CPU model, commit, command
@@ -112,24 +112,22 @@ def make_model(path: Path, kind: str) -> Path:
 # -- measuring ------------------------------------------------------------------------------
 
 
-def process_kind(pid: int, root: int) -> str:
-    """What a process of the tree is: the driver, a pool worker, one of Ray's actors or
-    tasks (by its title), or Ray's own raylet/GCS/agents."""
+def process_title(pid: int, root: int) -> str:
+    """What a process of the tree is: ``driver``, or its command line's start (a pool
+    worker, or the title Ray gives an actor, a task's worker, raylet, GCS, an agent)."""
     if pid == root:
         return "driver"
     try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
-        return "gone"
-    for needle, kind in (("_Scorer", "ray scoring actors"), ("_decode_batch", "ray decode tasks"),
-                         ("_plan_batch", "ray plan tasks"), ("raylet", "ray system"),
-                         ("gcs_server", "ray system"), ("Agent", "ray system"),
-                         ("_StatsActor", "ray system"), ("Coordinator", "ray system"),
-                         ("LocationTracker", "ray system"), ("multiprocessing", "pool workers"),
-                         ("ray::", "ray other workers"), ("default_worker", "ray other workers")):
-        if needle in title:
-            return kind
-    return "other"
+        return ""
+    if "multiprocessing" in raw:
+        return "pool worker"
+    words = raw.split()
+    first = words[0] if words else ""
+    if first.startswith("ray::"):
+        return first
+    return Path(first).name + (" " + Path(words[1]).name if len(words) > 1 else "")
 
 
 def _tree(root: int) -> dict[int, tuple[int, float]]:
@@ -176,8 +174,9 @@ class TreeSampler:
         self.peak_mb = max(self.peak_mb, sum(rss for rss, _ in tree.values()) / 2**20)
         for pid, (_, cpu) in tree.items():
             self._cpu[pid] = max(self._cpu.get(pid, 0.0), cpu)
-            if self._kind.get(pid, "other") in ("other", "ray other workers"):  # titles change
-                self._kind[pid] = process_kind(pid, os.getpid())
+            if self._kind.get(pid, "") in ("", "ray::IDLE", "python default_worker.py"):
+                # Ray retitles a worker once it runs a task or becomes an actor
+                self._kind[pid] = process_title(pid, os.getpid())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -189,7 +188,8 @@ class TreeSampler:
         return sum(self._cpu.values())
 
     def cpu_by_kind(self) -> dict[str, float]:
-        """CPU seconds so far per :func:`process_kind`."""
+        """CPU seconds so far per :func:`process_title` (a Ray worker by the first task or
+        actor title it showed)."""
         out: dict[str, float] = {}
         for pid, cpu in self._cpu.items():
             kind = self._kind.get(pid, "other")
