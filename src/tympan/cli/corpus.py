@@ -36,7 +36,8 @@ EngineOpt = Annotated[str | None, typer.Option(
 Workers = Annotated[int, typer.Option(min=1, help="Worker processes (local) or scoring actors "
                                       "(ray); each loads the model once.")]
 ShardFiles = Annotated[int, typer.Option(min=1, help="Files per output shard (the unit of "
-                                         "resume).")]
+                                         "resume). A shard's rows are held until it is "
+                                         "written: for long recordings use 25-100.")]
 UnitWindows = Annotated[int, typer.Option(min=1, help="Windows per work unit: a longer file "
                                           "is split across workers.")]
 Threads = Annotated[int, typer.Option(min=1, help="torch (or onnxruntime) threads per "
