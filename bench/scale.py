@@ -9,9 +9,23 @@ and runs, each as its own ``tympan`` command in its own process:
 - ``features`` (fills the feature cache; a light 16 kHz, 32-mel front end),
 - ``train`` (one epoch of a small ``cnn-s`` on the cached features, no CV).
 
-Then ``tympan detect`` over ``--detect-files`` ten-minute recordings (hard links
-of one synthesised 10-minute file under distinct names: decoding cost is real,
-content is shared) with the untrained light model of bench/detect.py.
+Then, over ``--detect-files`` ten-minute recordings (hard links of
+``--distinct`` synthesised 10-minute 16 kHz FLAC files under distinct names:
+decoding cost is real, content is shared), the commands a user would run on
+the ONNX export (``tympan export``) of bench/detect.py's untrained light
+model (0.5 s windows, hop 0.25 s: 2 400 windows a file):
+
+- ``detect`` (``--workers W``: W single-thread onnxruntime workers, the main
+  process decodes),
+- ``predict-corpus`` (``--engine local --workers W --shard-files S``: W pool
+  workers that plan, decode and score; the parent holds a shard's rows until
+  it is written, about 1.4 MB a ten-minute file here, so S (default 25) bounds
+  memory, not the corpus size).
+
+``--scorer torch`` runs both on the model file instead. Each size is a row of
+``long`` (``--add`` keeps rows of other sizes), with audio hours, × real time
+and files/s; ``long_growth`` states each stage's peak tree memory per file
+between the smallest and largest size.
 
 Memory is sampled every 0.1 s from /proc for the command's process tree
 (psutil): ``peak_rss_mb`` (the main process, VmHWM), ``peak_anon_mb`` (its
@@ -22,6 +36,7 @@ per-file slope of each between sizes, the machine, the commit and the load.
     nice -n 10 python bench/scale.py                      # 1 000 and 10 000 files
     nice -n 10 python bench/scale.py --sizes 1000 10000 100000 --detect-files 1000
     nice -n 10 python bench/scale.py --sizes 100000 --stages info,features --detect-files 0
+    nice -n 10 python bench/scale.py --sizes --detect-files 1000 --add   # the issue's size
 """
 
 from __future__ import annotations
@@ -96,23 +111,29 @@ def generate(root: Path, n: int) -> float:
     return time.perf_counter() - start
 
 
-def long_files(root: Path, n: int) -> Path:
-    """``n`` hard links of one 10-minute 16 kHz recording (tones and noise bursts)."""
+def long_files(root: Path, n: int, distinct: int = 4) -> Path:
+    """``n`` hard links (``rec00000.flac`` ...) of ``distinct`` 10-minute 16 kHz recordings
+    (tones, chirps, noise, clicks; each source its own seed), round-robin."""
     import soundfile as sf
 
-    source = root / "source-10min.flac"
-    if not source.is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        with sf.SoundFile(source, "w", RATE, 1, subtype="PCM_16") as out:
-            for _ in range(600):
-                out.write(synth(CLASSES[int(rng.integers(4))], rng).repeat(2) * 0.5)
-    folder = root / f"files-{n}"
+    root.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for k in range(distinct):
+        source = root / f"source-10min-{k}.flac"
+        if not source.is_file():
+            rng = np.random.default_rng(k)
+            with sf.SoundFile(root / f".{source.name}.partial", "w", RATE, 1, format="FLAC",
+                              subtype="PCM_16") as out:
+                for _ in range(600):
+                    out.write(synth(CLASSES[int(rng.integers(4))], rng).repeat(2) * 0.5)
+            (root / f".{source.name}.partial").replace(source)
+        sources.append(source)
+    folder = root / f"files-{n}-d{distinct}"
     if not (folder / ".complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         for i in range(n):
-            os.link(source, folder / f"rec{i:05d}.flac")
+            os.link(sources[i % distinct], folder / f"rec{i:05d}.flac")
         (folder / ".complete").write_text(str(n))
     return folder
 
@@ -122,6 +143,63 @@ def light_model(work: Path) -> Path:
     from detect import light_model as make
 
     return make(work)
+
+
+def light_export(work: Path, env: dict[str, str]) -> Path:
+    """The light model's ONNX export (``tympan export``, made once)."""
+    target = work / "light.onnx"
+    if not target.is_file():
+        subprocess.run([sys.executable, "-c", "from tympan.cli import main; main()", "export",
+                        str(light_model(work)), "--output", str(target)], env=env, check=True,
+                       capture_output=True)
+    return target
+
+
+def long_stages(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """``detect`` and ``predict-corpus`` over ``args.detect_files`` ten-minute files."""
+    work, n = args.work, args.detect_files
+    folder = long_files(work / "long", n, args.distinct)
+    model = light_export(work, env) if args.scorer == "onnx" else light_model(work)
+    audio_seconds = n * 600
+    row: dict[str, Any] = {
+        "n_files": n, "file_seconds": 600, "audio_hours": round(audio_seconds / 3600, 1),
+        "files": f"hard links of {args.distinct} distinct synthesised 10-minute 16 kHz mono "
+                 "PCM_16 FLAC files (round-robin)",
+        "model": "untrained cnn-s 8/16 channels, 16 kHz, 32 mels, 0.5 s windows, hop 0.25 s "
+                 f"({'its ONNX export, onnxruntime' if args.scorer == 'onnx' else 'torch'})"}
+    w = str(args.workers)
+    stages = {
+        "detect": ["detect", str(model), str(folder), "--output", str(work / "detect-out"),
+                   "--workers", w] if args.scorer == "onnx" else
+                  ["detect", str(model), str(folder), "--output", str(work / "detect-out"),
+                   "--threads", w],
+        "predict_corpus": ["predict-corpus", str(model), str(folder), "-o",
+                           str(work / "corpus-out"), "--engine", "local", "--workers", w,
+                           "--shard-files", str(args.shard_files)]}
+    for name in args.long_stages.split(","):
+        shutil.rmtree(work / ("detect-out" if name == "detect" else "corpus-out"),
+                      ignore_errors=True)
+        result = measure(name, stages[name], env)
+        result.update(realtime_factor=round(audio_seconds / result["seconds"], 1),
+                      files_per_second=round(n / result["seconds"], 3),
+                      audio_hours_per_hour=round(audio_seconds / result["seconds"], 1),
+                      commit=git_commit())
+        row[name] = result
+        print(json.dumps({"n_files": n, name: result}), flush=True)
+    row["command"] = " ".join(["python", "bench/scale.py", *sys.argv[1:]])
+    return row
+
+
+def long_growth(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Peak tree memory per file between the smallest and the largest long-file run."""
+    out: dict[str, Any] = {}
+    for stage in ("detect", "predict_corpus"):
+        have = sorted((r["n_files"], r[stage]["peak_tree_rss_mb"]) for r in rows if stage in r)
+        if len(have) >= 2 and have[-1][0] > have[0][0]:
+            (n0, m0), (n1, m1) = have[0], have[-1]
+            out[stage] = {"from_files": n0, "to_files": n1, "peak_tree_rss_mb": [m0, m1],
+                          "bytes_per_file": round((m1 - m0) * 2**20 / (n1 - n0), 1)}
+    return out
 
 
 def measure(name: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -183,7 +261,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--detect-files", type=int, default=100,
-                        help="ten-minute files for detect (the issue's size: 1000)")
+                        help="ten-minute files for detect and predict-corpus (the issue's "
+                             "size: 1000)")
+    parser.add_argument("--distinct", type=int, default=4,
+                        help="distinct 10-minute recordings the long files link to")
+    parser.add_argument("--scorer", choices=("onnx", "torch"), default="onnx",
+                        help="score the long files on the light model's ONNX export or torch")
+    parser.add_argument("--shard-files", type=int, default=25,
+                        help="predict-corpus --shard-files for the long files: the parent "
+                             "holds a shard's rows (2 400 a ten-minute file) until it is "
+                             "written, so memory grows with this, not with the corpus")
+    parser.add_argument("--long-stages", default="detect,predict_corpus",
+                        help="comma-separated subset of detect,predict_corpus")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tympan-scale"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stages", default="info,features,train",
@@ -250,22 +339,17 @@ def main() -> None:
                     for key in ("peak_rss_mb", "peak_anon_mb", "peak_tree_rss_mb")}
             for stage in ("info", "features", "train_1_epoch")},
     }
-    if "detect" in earlier:
-        record["detect"] = earlier["detect"]
+    long_rows = {r["n_files"]: r for r in earlier.get("long", [])}
     if args.detect_files:
-        folder = long_files(work / "long", args.detect_files)
-        model = light_model(work)
-        out = work / "detect-out"
-        shutil.rmtree(out, ignore_errors=True)
-        result = measure("detect", ["detect", str(model), str(folder), "--output", str(out)],
-                         env)
-        audio_seconds = args.detect_files * 600
-        result.update(n_files=args.detect_files, file_seconds=600,
-                      files="hard links of one synthesised 10-minute 16 kHz FLAC",
-                      model="untrained cnn-s 8/16 channels, 16 kHz, 32 mels, 0.5 s windows",
-                      realtime_factor=round(audio_seconds / result["seconds"], 1))
-        record["detect"] = result
-        print(json.dumps(result), flush=True)
+        row = long_stages(args, env)
+        long_rows[row["n_files"]] = {**long_rows.get(row["n_files"], {}), **row}
+    if long_rows:
+        record["long"] = [long_rows[n] for n in sorted(long_rows)]
+        record["long_growth"] = long_growth(record["long"])
+    if "detect" in earlier:  # the earlier torch run on 4 files
+        record["detect_torch_earlier"] = earlier["detect"]
+    elif "detect_torch_earlier" in earlier:
+        record["detect_torch_earlier"] = earlier["detect_torch_earlier"]
     record["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

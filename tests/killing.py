@@ -36,10 +36,12 @@ def _env() -> dict[str, str]:
 
 
 def kill_midway(command: Sequence[str], started: Callable[[], bool], *, seed: int,
-                max_delay_seconds: float, timeout: float = 60) -> float:
+                max_delay_seconds: float, timeout: float = 60,
+                before_kill: Callable[[int], None] | None = None) -> float:
     """Start ``command``, wait for ``started()``, SIGKILL it after a seeded random delay.
 
-    Returns the delay. Fails the test if the command ends before it is killed
+    ``before_kill(pid)`` is called just before the kill (e.g. to note the processes the
+    command started). Returns the delay. Fails the test if the command ends before it is killed
     (the work is then too short to be interrupted and the test proves nothing).
     """
     delay = random.Random(seed).uniform(0.0, max_delay_seconds)
@@ -55,6 +57,8 @@ def kill_midway(command: Sequence[str], started: Callable[[], bool], *, seed: in
                 raise AssertionError("no progress before the timeout")
             time.sleep(0.01)
         time.sleep(delay)
+        if before_kill is not None:
+            before_kill(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import synth
 from typer.testing import CliRunner
 
@@ -94,3 +95,31 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_outputs(tiny_model_file: Path
         pd.testing.assert_frame_equal(pd.read_parquet(out / folder),
                                       pd.read_parquet(reference / folder), atol=1e-6)
     assert not list(out.rglob("*.tmp"))
+
+
+def test_scorer_onnx_exports_the_model_once(tiny_model_file: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxscript")
+    from tympan.fileio import sha256_file
+
+    audio = _corpus(tmp_path / "audio", 3)
+    cache = tmp_path / "onnx-cache"
+    monkeypatch.setenv("TYMPAN_ONNX_CACHE", str(cache))
+    args = ["predict-corpus", str(tiny_model_file), str(audio), "--engine", "local",
+            "--workers", "1", "--scorer", "onnx", "-o"]
+    first = runner.invoke(app, [*args, str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    export = cache / f"{sha256_file(tiny_model_file)}.onnx"
+    assert sorted(cache.iterdir()) == [export]
+    stamp = export.stat().st_mtime_ns
+    second = runner.invoke(app, [*args, str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    assert export.stat().st_mtime_ns == stamp  # exported once, then reused
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "b" / "windows"),
+                                  pd.read_parquet(tmp_path / "a" / "windows"))
+    embed = runner.invoke(app, ["embed", str(export), str(audio), "-o", str(tmp_path / "c"),
+                                "--engine", "local"])
+    assert embed.exit_code != 0
+    assert "torch network" in embed.output
+    bad = runner.invoke(app, [*args[:-3], "--scorer", "tflite", "-o", str(tmp_path / "d")])
+    assert bad.exit_code != 0 and "tflite" in bad.output

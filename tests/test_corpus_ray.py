@@ -3,6 +3,7 @@ skipped files, resume, and the same rows as the local engine."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,73 @@ def test_ray_counts_skips_and_resume(local_ray: None, corpus: tuple[Path, Path, 
                CorpusSettings(engine="local", workers=2, shard_files=25, unit_windows=2))
     pd.testing.assert_frame_equal(pd.read_parquet(local / "windows"), rows, atol=1e-6)
     pd.testing.assert_frame_equal(pd.read_parquet(local / "errors"), errors)
+
+
+def test_ray_runs_the_onnx_export(local_ray: None, corpus: tuple[Path, Path, dict[str, int]],
+                                  tiny_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    audio, _, windows = corpus
+    model_file, export = tiny_onnx
+    manifest = tmp_path / "some.txt"
+    picked = sorted(windows)[:30] + [str(audio / "f901_text.wav")]
+    manifest.write_text("\n".join(picked) + "\n")
+    settings = CorpusSettings(engine="ray", workers=2, shard_files=10, unit_windows=2)
+    outcome = run_corpus(export, manifest, tmp_path / "ray", "predict", settings)
+    assert (outcome.files, outcome.failed_files) == (31, 1)
+    rows = pd.read_parquet(tmp_path / "ray" / "windows")
+    assert rows.groupby("path").size().to_dict() == {p: windows[p] for p in picked[:30]}
+    run_corpus(model_file, manifest, tmp_path / "torch", "predict",
+               CorpusSettings(engine="local", workers=1, shard_files=10, unit_windows=2))
+    pd.testing.assert_frame_equal(rows, pd.read_parquet(tmp_path / "torch" / "windows"),
+                                  check_exact=False, atol=1e-5)
+
+
+def test_ray_run_killed_mid_way_resumes_to_the_uninterrupted_rows(tmp_path: Path) -> None:
+    """SIGKILL ``predict-corpus --engine ray`` (its own local Ray instance) at a seeded moment
+    after its first shard; what the killed driver's Ray left running must not stop the rerun,
+    which ends with the uninterrupted run's rows."""
+    import psutil
+    import pyarrow.parquet as pq
+    from conftest import TINY_CLASSES
+    from killing import kill_midway, temporaries, tympan, tympan_command
+
+    from tympan.models.modelfile import make_metadata, save_model
+
+    model = tiny_model(len(TINY_CLASSES))
+    model_file = save_model(tmp_path / "tiny.safetensors", model,
+                            make_metadata(model, TINY_CLASSES, tiny_features()))
+    audio = tmp_path / "audio"
+    for i in range(60):
+        synth.write(audio / f"r{i:02d}.wav", synth.chirp(300 + 50 * i, 5000, 0.4 + 0.05 * i,
+                                                         22050), 22050)
+    (audio / "r99_empty.wav").write_bytes(b"")
+    reference = tmp_path / "reference"
+    run_corpus(model_file, audio, reference, "predict",
+               CorpusSettings(engine="local", workers=2, shard_files=2, unit_windows=1))
+    out = tmp_path / "killed"
+    argv = ["predict-corpus", str(model_file), str(audio), "-o", str(out), "--engine", "ray",
+            "--workers", "2", "--shard-files", "2", "--unit-windows", "1"]
+    started: list[psutil.Process] = []
+    try:
+        kill_midway(tympan_command(argv),
+                    lambda: any((out / "windows").glob("shard-*.parquet")), seed=13,
+                    max_delay_seconds=0.5, timeout=180,
+                    before_kill=lambda pid: started.extend(
+                        psutil.Process(pid).children(recursive=True)))
+        assert any(p.name() == "raylet" for p in started)  # it ran on its own Ray instance
+        assert not (out / "_SUCCESS").exists()
+        written = list(out.glob("*/shard-*.parquet"))
+        assert 0 < len(list((out / "windows").glob("shard-*"))) < 31
+        for shard in written:  # no final name holds a half-written file
+            pq.read_table(shard)
+        rerun = tympan(argv, timeout=300)  # a fresh process: ray.init must start a new Ray
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert "shards: " in rerun.stderr and "already done" in rerun.stderr
+        for folder in ("windows", "errors"):
+            pd.testing.assert_frame_equal(pd.read_parquet(out / folder),
+                                          pd.read_parquet(reference / folder), atol=1e-6)
+        assert (out / "_SUCCESS").is_file() and not temporaries(out)
+    finally:  # Ray's node agents outlive a killed driver: end the ones this test started
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(started, timeout=10)

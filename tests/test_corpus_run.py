@@ -143,3 +143,51 @@ def test_embed_gives_the_frozen_recipes_backbone_embedding(tmp_path: Path) -> No
         spec = LogMel(features)(wave)[:, :features.patch_frames][None]
         expected = model.embed_shifted(spec).mean(dim=1)[0].numpy()
     np.testing.assert_allclose(embedding[0], expected, atol=1e-4)
+
+
+def test_the_onnx_scorer_gives_the_torch_rows(
+        tiny_onnx: tuple[Path, Path], corpus: tuple[list[Path], dict[Path, str]],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+
+    from tympan.fileio import sha256_file
+
+    model_file, export = tiny_onnx
+    root = corpus[0][0].parent
+    run_corpus(model_file, root, tmp_path / "torch", "predict", SETTINGS)
+    torch_rows = pd.read_parquet(tmp_path / "torch" / "windows")
+    # an .onnx export is scored on onnxruntime
+    outcome = run_corpus(export, root, tmp_path / "onnx", "predict", SETTINGS)
+    assert (outcome.files, outcome.failed_files) == (10, 4)
+    # a model file with scorer="onnx" is scored on its cached export (found by its sha256)
+    cache = tmp_path / "onnx-cache"
+    cache.mkdir()
+    shutil.copy(export, cache / f"{sha256_file(model_file)}.onnx")
+    monkeypatch.setenv("TYMPAN_ONNX_CACHE", str(cache))
+    run_corpus(model_file, root, tmp_path / "cached", "predict",
+               CorpusSettings(engine="local", workers=1, shard_files=3, unit_windows=3,
+                              batch_size=4, scorer="onnx"))
+    for out in ("onnx", "cached"):
+        rows = pd.read_parquet(tmp_path / out / "windows")
+        pd.testing.assert_frame_equal(rows, torch_rows, check_exact=False, atol=1e-5)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / out / "errors"),
+                                      pd.read_parquet(tmp_path / "torch" / "errors"))
+    key = json.loads((tmp_path / "cached" / "corpus.json").read_text())["key"]
+    assert key["scorer"] == "onnx" and key["model_sha256"] == sha256_file(model_file)
+    # the torch run's folder is not mixed with ONNX rows
+    with pytest.raises(ConfigError, match="scorer"):
+        run_corpus(model_file, root, tmp_path / "torch", "predict",
+                   CorpusSettings(engine="local", workers=1, shard_files=3, unit_windows=3,
+                                  batch_size=4, scorer="onnx"))
+
+
+def test_embed_refuses_the_onnx_scorer(tiny_onnx: tuple[Path, Path], tmp_path: Path,
+                                       corpus: tuple[list[Path], dict[Path, str]]) -> None:
+    model_file, export = tiny_onnx
+    root = corpus[0][0].parent
+    with pytest.raises(ConfigError, match="torch"):
+        run_corpus(export, root, tmp_path / "a", "embed", SETTINGS)
+    with pytest.raises(ConfigError, match="drop --scorer onnx"):
+        run_corpus(model_file, root, tmp_path / "b", "embed",
+                   CorpusSettings(engine="local", scorer="onnx"))

@@ -1,15 +1,17 @@
-"""The Ray Data engine (``tympan[ray]``): plan → decode → score as separate stages.
+"""The Ray Data engine (``tympan[ray]``): plan, then decode + score in actors.
 
 Per group of shards one streaming Dataset runs: ``from_items`` of file chunks
 → ``map_batches(plan)`` (CPU tasks: headers → units, or error rows) →
-``map_batches(decode)`` (CPU tasks: each unit's span at the model's rate) →
 ``map_batches(Scorer, concurrency=workers)`` (actors that load the model
-once). The driver pulls results with ``iter_batches`` and hands back each
-shard as soon as all its units are in, so the caller writes it with its own
-atomic Parquet writer (per-shard resume; Ray's ``write_parquet`` has none).
-A file that cannot be decoded is an error row inside the stage, never a
-failed task. Rows between stages carry pickled units/results: they never
-leave this pipeline.
+once, then decode and score each unit, as the local pool's workers do). Audio
+never crosses the object store: a separate decode stage shipped every unit's
+samples (megabytes) through it, 54 CPU s against 46 for the same 300 files
+(bench/results/corpus-300-ray-decode-stage.json). The driver pulls results
+with ``iter_batches`` and hands back each shard as soon as all its units are
+in, so the caller writes it with its own atomic Parquet writer (per-shard
+resume; Ray's ``write_parquet`` has none). A file that cannot be decoded is
+an error row inside the stage, never a failed task. Rows between stages
+carry pickled units/results: they never leave this pipeline.
 
 Without ``address`` a local Ray instance is started with ``workers`` CPUs and
 no dashboard, and shut down at the end; an already initialised Ray (a test's,
@@ -29,21 +31,17 @@ import numpy as np
 
 from tympan.corpus.local import ScoreSettings
 from tympan.corpus.plan import IndexedError, PlanSettings, assemble, plan_files
-from tympan.corpus.scoring import UnitResult, UnitScorer, describe_failure
+from tympan.corpus.scoring import UnitResult, UnitScorer
 from tympan.corpus.shards import ShardRows
 from tympan.corpus.units import Unit
-from tympan.errors import AudioError
 
 #: Files per planning row.
 PLAN_CHUNK_FILES = 64
 #: Shards per Dataset (actors are started once per group).
 GROUP_SHARDS = 64
-#: CPUs a decoding task asks Ray for (light next to scoring).
-TASK_CPUS = 0.25
-#: CPUs a planning task asks for: not TASK_CPUS, so Ray does not fuse planning with decoding
-#: (fused, a whole chunk's decoded audio would travel as one block to one actor).
+#: CPUs a planning task asks for (headers only: light next to decoding and scoring).
 PLAN_CPUS = 0.2
-#: Units per decode task and per actor call.
+#: Units per actor call.
 UNITS_PER_BATCH = 4
 #: Object store of a local instance started here (bytes).
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -70,32 +68,8 @@ def _plan_batch(batch: dict[str, np.ndarray], plan: PlanSettings) -> dict[str, A
             for k, v in out.items()}
 
 
-def _decode_batch(batch: dict[str, np.ndarray], plan: PlanSettings) -> dict[str, Any]:
-    """Adds each unit's samples (float32 bytes) and decoding failure ('' if none)."""
-    from tympan.corpus.decode import decode_span
-
-    samples, failures = [], []
-    for raw in batch["unit"]:
-        if not raw:
-            samples.append(b"")
-            failures.append("")
-            continue
-        unit: Unit = pickle.loads(raw)
-        begin, end = unit.span(plan.geometry)
-        try:
-            wave, failure = decode_span(unit.path, plan.geometry.sample_rate, begin, end)
-        except AudioError as exc:
-            wave, failure = np.zeros(0, np.float32), f"\0{exc.reason}"  # \0: nothing decoded
-        except Exception as exc:  # a decoder's own failure: an error row, not a failed job
-            wave, failure = np.zeros(0, np.float32), f"\0{describe_failure(exc)}"
-        samples.append(wave.astype(np.float32).tobytes())
-        failures.append(failure or "")
-    return dict(batch, samples=np.array(samples, dtype=object),
-                failure=np.array(failures, dtype=object))
-
-
 class _Scorer:
-    """Ray actor: loads the model once; scores the units of each batch."""
+    """Ray actor: loads the model once; decodes and scores the units of each batch."""
 
     def __init__(self, score: ScoreSettings, plan: PlanSettings) -> None:
         self.scorer = UnitScorer(score.model_path, score.kind, plan.geometry,
@@ -103,21 +77,8 @@ class _Scorer:
                                  threads=score.threads, quiet=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        results = []
-        for raw, data, failure in zip(batch["unit"], batch["samples"], batch["failure"],
-                                      strict=True):
-            if not raw:
-                results.append(b"")
-                continue
-            unit: Unit = pickle.loads(raw)
-            if failure.startswith("\0"):
-                result = UnitResult(unit, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                    np.zeros((0, self.scorer.width), np.float32),
-                                    [(unit.path, None, failure[1:])])
-            else:
-                result = self.scorer.score(unit, np.frombuffer(data, dtype=np.float32),
-                                           failure or None)
-            results.append(pickle.dumps(result))
+        results = [pickle.dumps(self.scorer.run(pickle.loads(raw))) if raw else b""
+                   for raw in batch["unit"]]
         return {"shard": batch["shard"], "first": batch["first"], "count": batch["count"],
                 "errors": batch["errors"], "result": np.array(results, dtype=object)}
 
@@ -135,16 +96,25 @@ class _ShardState:
 
 
 def _init(workers: int, address: str | None) -> bool:
-    """Start (or join) Ray unless it is running; True when this call started it."""
+    """Start (or join) Ray unless it is running; True when this call started it.
+
+    Without ``address`` (nor ``RAY_ADDRESS``) a new local instance is started even if
+    another one runs on this machine (``address="local"``): e.g. what a killed run left
+    behind, which Ray's own default would try to join.
+    """
+    import os
+
     import ray
 
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=OBJECT_STORE_BYTES, configure_logging=False)
+        ray.init(address="local", num_cpus=workers, include_dashboard=False,
+                 log_to_driver=False, object_store_memory=OBJECT_STORE_BYTES,
+                 configure_logging=False)
     return True
 
 
@@ -169,13 +139,10 @@ def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, wor
                                                           paths[f:f + PLAN_CHUNK_FILES]]}
                   for f in firsts]
     cpus = float(ray.cluster_resources().get("CPU", workers))
-    actor_cpus = max(0.1, min(1.0, (cpus - 2 * TASK_CPUS) / workers))
+    actor_cpus = max(0.1, min(1.0, (cpus - PLAN_CPUS) / workers))
     dataset = (ray.data.from_items(items, override_num_blocks=len(items))
                .map_batches(partial(_plan_batch, plan=plan), batch_size=1,
                             num_cpus=PLAN_CPUS, compute=ray.data.TaskPoolStrategy(size=1))
-               .map_batches(partial(_decode_batch, plan=plan), batch_size=UNITS_PER_BATCH,
-                            num_cpus=TASK_CPUS,
-                            compute=ray.data.TaskPoolStrategy(size=workers))
                .map_batches(_Scorer, batch_size=UNITS_PER_BATCH,
                             compute=ray.data.ActorPoolStrategy(size=workers),
                             num_cpus=actor_cpus,

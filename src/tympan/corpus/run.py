@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tympan.config import FeatureConfig
 from tympan.corpus.local import ScoreSettings, run_local
 from tympan.corpus.manifest import iter_manifest, iter_shards, manifest_kind
 from tympan.corpus.plan import PlanSettings
@@ -27,6 +28,8 @@ from tympan.errors import ConfigError
 from tympan.fileio import atomic_write_text, sha256_file
 
 Engine = Literal["local", "ray"]
+#: What scores the windows: the model file's torch network or its ONNX export (onnxruntime).
+Scorer = Literal["torch", "onnx"]
 SUCCESS_FILE = "_SUCCESS"
 
 
@@ -42,7 +45,10 @@ class CorpusSettings:
     """A corpus run's knobs: ``engine`` (None = ray when installed, else local), ``workers``
     processes or actors, ``shard_files`` files per shard, ``unit_windows`` windows per work
     unit, ``batch_size`` windows per forward pass, ``threads`` torch threads per worker,
-    ``hop_seconds`` between windows (None = half a window), ``ray_address`` of a cluster."""
+    ``hop_seconds`` between windows (None = half a window), ``ray_address`` of a cluster,
+    ``scorer``: ``"torch"`` or ``"onnx"`` (a model file is exported once into the cache,
+    :func:`~tympan.inference.onnx_export.cached_export`; an ``.onnx`` model is always scored
+    on ONNX Runtime)."""
 
     engine: Engine | None = None
     workers: int = 2
@@ -54,6 +60,7 @@ class CorpusSettings:
     min_duration_seconds: float = 0.1
     verify: bool = True
     ray_address: str | None = None
+    scorer: Scorer = "torch"
 
 
 @dataclass
@@ -94,7 +101,36 @@ def _check(settings: CorpusSettings) -> Engine:
     if engine == "ray" and not ray_available():
         raise ConfigError("--engine ray: Ray is not installed; pip install 'tympan[ray]' or "
                           "use --engine local")
+    if settings.scorer not in ("torch", "onnx"):
+        raise ConfigError(f"--scorer {settings.scorer!r}: use 'torch' or 'onnx'")
     return engine
+
+
+def scoring_model(model_path: Path, kind: Kind, scorer: Scorer, verify: bool = True
+                  ) -> tuple[Path, FeatureConfig, list[str]]:
+    """The file the workers load (``model_path``, or its cached ONNX export for
+    ``scorer="onnx"``), its feature config and its labels.
+
+    Raises:
+        ModelFileError: the model file (or export) cannot be read.
+        ConfigError: ``embed`` with the ONNX scorer (embeddings come from the torch network).
+    """
+    from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
+
+    if scorer == "onnx" and not is_onnx_model(model_path):
+        if kind == "embed":
+            raise ConfigError("--scorer onnx: `tympan embed` runs the model file's torch "
+                              "network; drop --scorer onnx")
+        from tympan.inference.onnx_export import cached_export
+
+        model_path = cached_export(model_path, verify=verify)
+    if is_onnx_model(model_path):
+        probe = OnnxPredictor(model_path, threads=1)
+        return model_path, probe.feature_config, list(probe.classes)
+    from tympan.models.modelfile import read_metadata  # imports torch
+
+    metadata = read_metadata(model_path)
+    return model_path, metadata.features, list(metadata.labels)
 
 
 def run_corpus(model_path: str | Path, manifest: str | Path, out_dir: str | Path, kind: Kind,
@@ -113,28 +149,30 @@ def run_corpus(model_path: str | Path, manifest: str | Path, out_dir: str | Path
         LockedError: another process is writing ``out_dir``.
     """
     from tympan.locking import folder_lock
-    from tympan.models.modelfile import read_metadata
 
     settings = settings or CorpusSettings()
     engine = _check(settings)
     model_path, manifest, out_dir = Path(model_path), Path(manifest), Path(out_dir)
     source_kind = manifest_kind(manifest)
-    metadata = read_metadata(model_path)
-    geometry = WindowGeometry.from_features(metadata.features, settings.hop_seconds)
-    width = UnitScorer(model_path, kind, geometry, verify=settings.verify).width
-    key = {"kind": kind, "model_sha256": sha256_file(model_path), "labels": metadata.labels,
+    scored_path, features, labels = scoring_model(model_path, kind, settings.scorer,
+                                                  settings.verify)
+    geometry = WindowGeometry.from_features(features, settings.hop_seconds)
+    width = UnitScorer(scored_path, kind, geometry, verify=settings.verify).width
+    key = {"kind": kind, "model_sha256": sha256_file(model_path), "labels": labels,
            "sample_rate": geometry.sample_rate, "window_samples": geometry.window_samples,
            "hop_samples": geometry.hop_samples, "shard_files": settings.shard_files,
            "min_duration_seconds": settings.min_duration_seconds,
            "manifest": str(manifest.resolve())}
+    if scored_path != model_path:  # torch and ONNX rows agree to ~1e-6, not bit for bit
+        key["scorer"] = "onnx"
     plan = PlanSettings(geometry, settings.unit_windows, settings.min_duration_seconds)
-    score = ScoreSettings(model_path.resolve(), kind, settings.batch_size, settings.verify,
+    score = ScoreSettings(scored_path.resolve(), kind, settings.batch_size, settings.verify,
                           settings.threads)
     outcome = CorpusOutcome(engine)
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     with folder_lock(out_dir, "corpus output folder"):
-        output = CorpusOutput(out_dir, key, metadata.labels, width)
+        output = CorpusOutput(out_dir, key, labels, width)
         (out_dir / SUCCESS_FILE).unlink(missing_ok=True)
 
         def pending() -> Iterator[tuple[int, list[Path]]]:
@@ -170,5 +208,5 @@ def run_corpus(model_path: str | Path, manifest: str | Path, out_dir: str | Path
     return outcome
 
 
-__all__ = ["CorpusOutcome", "CorpusSettings", "Engine", "SUCCESS_FILE", "ray_available",
-           "run_corpus"]
+__all__ = ["CorpusOutcome", "CorpusSettings", "Engine", "SUCCESS_FILE", "Scorer",
+           "ray_available", "run_corpus", "scoring_model"]

@@ -2,7 +2,9 @@
 
 Probabilities are :meth:`Detector.score_windows
 <tympan.inference.detect.Detector.score_windows>`: each window exactly as
-``tympan detect`` and ``tympan predict`` score it. An embedding is the frozen
+``tympan detect`` and ``tympan predict`` score it, by the model file's torch
+network or, for an ``.onnx`` export, by :class:`~tympan.inference.onnx_predict.OnnxPredictor`
+on ONNX Runtime (no torch imported: a worker stays torch-free). An embedding is the frozen
 recipe's backbone embedding (``embed_shifted``: each patch and its time
 shifts), averaged over the window's patches and shifts: ``(dim,)`` float32.
 """
@@ -45,24 +47,58 @@ def _empty(unit: Unit, width: int, reason: str, seconds: float | None) -> UnitRe
 
 
 class UnitScorer:
-    """Loads ``model_path`` once; :meth:`run` decodes and scores (or embeds) a unit.
+    """Loads ``model_path`` (a model file, or its ``.onnx`` export) once; :meth:`run` decodes
+    and scores (or embeds) a unit.
 
-    ``batch_size`` is windows per forward pass; ``threads`` torch threads; ``quiet`` hides
-    the model file's warnings (a worker: the parent has shown them once).
+    ``batch_size`` is windows per forward pass; ``threads`` torch (or ONNX Runtime intra-op)
+    threads; ``quiet`` hides the model file's warnings (a worker: the parent has shown them
+    once).
 
     Raises:
         ModelFileError: the model file cannot be loaded.
-        ConfigError: ``kind="embed"`` with a model that has no backbone embedding.
+        ConfigError: ``kind="embed"`` with a model that has no backbone embedding (or an
+            ``.onnx`` export).
     """
 
     def __init__(self, model_path: str | Path, kind: Kind, geometry: WindowGeometry, *,
                  batch_size: int = 8, verify: bool = True, threads: int | None = None,
                  quiet: bool = False) -> None:
+        from tympan.inference.detect import Detector
+        from tympan.inference.onnx_predict import OnnxPredictor, is_onnx_model
+
+        self.kind = kind
+        self.geometry = geometry
+        self.batch_size = batch_size
+        self.loaded: Any = None  # the torch model file (None for an .onnx export)
+        self._extractor: Any = None  # the frozen recipe's EmbeddingExtractor, for embed
+        hop = geometry.hop_samples / geometry.sample_rate
+        if is_onnx_model(model_path):
+            if kind == "embed":
+                raise ConfigError(f"{model_path}: `tympan embed` runs the model file's torch "
+                                  "network; give the .safetensors model file, not its export")
+            predictor = OnnxPredictor(model_path, threads=threads, batch_size=batch_size)
+            self.detector = Detector(predictor, hop_seconds=hop, batch_size=batch_size)
+        else:
+            self.loaded = self._load_torch(model_path, verify, threads, quiet)
+            self.detector = Detector(self.loaded, hop_seconds=hop, batch_size=batch_size,
+                                     device="cpu")
+        if self.detector.hop_samples != geometry.hop_samples:
+            raise ConfigError(f"{model_path}: hop of {geometry.hop_samples} samples does not fit "
+                              "the model's rate")
+        if kind == "embed" and not callable(getattr(self.loaded.model, "embed_shifted", None)):
+            raise ConfigError(f"{model_path}: model {self.loaded.metadata.model_name!r} has no "
+                              "backbone embedding; `tympan embed` needs a pretrained-backbone "
+                              "model such as mn04_as (use predict-corpus for this one)")
+        self.width = (int(self.loaded.model.embedding_dim) if kind == "embed"
+                      else len(self.detector.classes))
+
+    @staticmethod
+    def _load_torch(model_path: str | Path, verify: bool, threads: int | None,
+                    quiet: bool) -> Any:
         import warnings
 
         import torch
 
-        from tympan.inference.detect import Detector
         from tympan.models.modelfile import load_model
 
         if threads is not None:
@@ -70,22 +106,7 @@ class UnitScorer:
         with warnings.catch_warnings():
             if quiet:
                 warnings.simplefilter("ignore")
-            loaded = load_model(model_path, verify=verify)
-        self.kind = kind
-        self.geometry = geometry
-        self.loaded, self.batch_size = loaded, batch_size
-        self._extractor: Any = None  # the frozen recipe's EmbeddingExtractor, for embed
-        hop = geometry.hop_samples / geometry.sample_rate
-        self.detector = Detector(loaded, hop_seconds=hop, batch_size=batch_size, device="cpu")
-        if self.detector.hop_samples != geometry.hop_samples:
-            raise ConfigError(f"{model_path}: hop of {geometry.hop_samples} samples does not fit "
-                              "the model's rate")
-        if kind == "embed" and not callable(getattr(loaded.model, "embed_shifted", None)):
-            raise ConfigError(f"{model_path}: model {loaded.metadata.model_name!r} has no "
-                              "backbone embedding; `tympan embed` needs a pretrained-backbone "
-                              "model such as mn04_as (use predict-corpus for this one)")
-        self.width = (int(loaded.model.embedding_dim) if kind == "embed"  # type: ignore[arg-type]
-                      else len(loaded.classes))
+            return load_model(model_path, verify=verify)
 
     def _embed(self, windows: np.ndarray) -> np.ndarray:
         """Each window's frozen-recipe embedding ``(n, dim)``: the mean over its patches and
