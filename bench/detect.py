@@ -245,7 +245,8 @@ def worker_detect(model: Path, audio: Path, out: Path, threads: int,
     start, cpu = time.perf_counter(), _cpu_seconds()
     outcome = detect_files(loaded, model, [audio], out, DetectSettings(), workers=workers)
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
-    (result,) = outcome.files
+    (summary,) = outcome.files
+    result = summary.detections()
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"engine": "onnxruntime" if model.suffix == ".onnx" else "torch",
             "threads": threads, "workers": workers,

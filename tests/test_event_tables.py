@@ -83,3 +83,24 @@ def test_recording_start_from_option_or_file_name() -> None:
         datetime(2025, 5, 5, 5, 5, 5)
     with pytest.raises(ConfigError, match="--start-time"):
         recording_start(Path("a.wav"), "yesterday")
+
+
+@pytest.mark.parametrize("files", [_files(), _files()[1:], []])
+def test_streamed_json_is_the_same_document_byte_for_byte(files: list[FileDetections]) -> None:
+    """`tympan detect` writes events.json a file at a time (its memory must not grow with the
+    events): the text is what one json.dumps(indent=2) of the whole document gives."""
+    settings, skipped = {"hop": 1, "classes": ["a", "b"]}, [(Path("bad.wav"), 'a "quote"')]
+    whole = {"model": "m.onnx", "settings": settings,
+             "files": [d.to_dict() for d in files],
+             "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
+    streamed = events_json(files, model="m.onnx", settings=settings, skipped=skipped)
+    assert streamed == json.dumps(whole, indent=2) + "\n"
+
+
+def test_tables_read_their_files_once_in_order() -> None:
+    """The combined tables take a one-pass iterator (files read back from disk one by one)."""
+    from tympan.workflows.event_tables import csv_lines, raven_lines
+
+    assert "".join(raven_lines(iter(_files()), high_freq_hz=15000.0)) == (
+        DATA / "detect_selections.txt").read_text(encoding="utf-8")
+    assert "".join(csv_lines(iter(_files()))) == events_csv(_files())

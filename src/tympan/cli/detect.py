@@ -128,11 +128,11 @@ def detect(
     table = Table(header_style="bold")
     for column in ("file", "hours", "events", "labels", "note"):
         table.add_column(column, overflow="fold")
-    for detections in outcome.files:
-        labels = sorted({e.label for e in detections.events})
-        note = "" if detections.failure is None else str(detections.failure)
-        table.add_row(_display(detections.path), f"{detections.duration_seconds / 3600:.2f}",
-                      str(len(detections.events)), ", ".join(labels[:6])
+    for summary in outcome.files:
+        labels = summary.labels
+        note = "" if summary.failure is None else str(summary.failure)
+        table.add_row(_display(summary.path), f"{summary.duration_seconds / 3600:.2f}",
+                      str(summary.n_events), ", ".join(labels[:6])
                       + (" …" if len(labels) > 6 else ""), note)
     console.print(table)
     from tympan.data.manifest import BadFile
@@ -145,7 +145,7 @@ def detect(
                           f"{detections.failure}; events before it are kept", highlight=False,
                           markup=False, soft_wrap=True)
     reused = f" ({outcome.reused} reused from a previous run)" if outcome.reused else ""
-    err_console.print(f"{sum(len(d.events) for d in outcome.files)} event(s) in "
+    err_console.print(f"{sum(d.n_events for d in outcome.files)} event(s) in "
                       f"{len(outcome.files)} file(s){reused}; wrote "
                       + ", ".join(_display(p) for p in outcome.outputs), highlight=False,
                       soft_wrap=True)

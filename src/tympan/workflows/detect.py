@@ -6,9 +6,11 @@ events (:mod:`tympan.inference.events`) and written to
 timeline) and last ``<name>.json``, each atomically: the JSON marks the file
 done. A rerun skips every file whose JSON matches the file (size, mtime), the
 model and the settings, then rewrites the combined ``selections.txt``
-(Raven), ``events.csv`` and ``events.json`` from all per-file results. A
-file that cannot be decoded at all is reported and skipped; one that fails
-mid-way keeps the events before the failure and records where it failed.
+(Raven), ``events.csv`` and ``events.json`` from all per-file results,
+streamed from the per-file JSON one file at a time: memory does not grow
+with the number of files or events. A file that cannot be decoded at all is
+reported and skipped; one that fails mid-way keeps the events before the
+failure and records where it failed.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tympan.errors import AudioError, ModelOutputError
-from tympan.fileio import atomic_write_text
+from tympan.fileio import atomic_path, atomic_write_text
 from tympan.inference.detect import Detector, WindowScores
 from tympan.inference.events import (
     DEFAULT_THRESHOLD,
@@ -30,13 +32,13 @@ from tympan.inference.events import (
     detect_events,
     model_thresholds,
 )
-from tympan.inference.stream import ChannelChoice
+from tympan.inference.stream import ChannelChoice, DecodeFailure
 from tympan.workflows.event_tables import (
     FileDetections,
     audacity_labels,
-    events_csv,
-    events_json,
-    raven_table,
+    csv_lines,
+    json_chunks,
+    raven_lines,
     recording_start,
 )
 
@@ -90,12 +92,41 @@ def stored_thresholds(loaded: DetectModel) -> dict[str, float]:
     return dict(getattr(loaded, "thresholds", {}))
 
 
+@dataclass(frozen=True)
+class FileSummary:
+    """One scored file in a :class:`DetectOutcome`: what a summary shows, and ``record``, its
+    ``files/<name>.json`` (:meth:`detections` reads its events back)."""
+
+    path: Path
+    duration_seconds: float
+    n_events: int
+    labels: tuple[str, ...]
+    failure: DecodeFailure | None
+    record: Path
+
+    @classmethod
+    def of(cls, detections: FileDetections, record: Path) -> FileSummary:
+        return cls(detections.path, detections.duration_seconds, len(detections.events),
+                   tuple(sorted({e.label for e in detections.events})), detections.failure,
+                   record)
+
+    def detections(self) -> FileDetections:
+        """The file's events as written to ``record``.
+
+        Raises:
+            OSError, ValueError: the record was removed or changed since.
+        """
+        data = json.loads(self.record.read_text(encoding="utf-8"))
+        return FileDetections.from_dict(data["detections"])
+
+
 @dataclass
 class DetectOutcome:
-    """What :func:`detect_files` did: results per file (in input order), files skipped with
-    the reason, how many were reused from a previous run, and the combined outputs."""
+    """What :func:`detect_files` did: a summary per scored file (in input order; events stay
+    on disk, so memory does not grow with them), files skipped with the reason, how many
+    were reused from a previous run, and the combined outputs."""
 
-    files: list[FileDetections]
+    files: list[FileSummary]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     reused: int = 0
     outputs: list[Path] = field(default_factory=list)
@@ -197,7 +228,7 @@ def _detect_each(detector: Detector, loaded: DetectModel, model_path: Path,
         key = _key(path, model_path, settings, plot)
         done = _load_done(record, key)
         if done is not None and (not plot or (files_dir / f"{name}.png").is_file()):
-            outcome.files.append(done)
+            outcome.files.append(FileSummary.of(done, record))
             outcome.reused += 1
             if progress is not None:
                 progress(path, True)
@@ -225,24 +256,38 @@ def _detect_each(detector: Detector, loaded: DetectModel, model_path: Path,
             atomic_write_text(record, json.dumps({"key": key,
                                                   "detections": detections.to_dict()},
                                                  indent=2, allow_nan=False) + "\n")
-            outcome.files.append(detections)
+            outcome.files.append(FileSummary.of(detections, record))
         if progress is not None:
             progress(path, False)
     return outcome
 
 
+def _read_back(files: Sequence[FileSummary]) -> Iterator[FileDetections]:
+    for summary in files:
+        yield summary.detections()
+
+
+def _write_lines(target: Path, lines: Iterable[str]) -> None:
+    with atomic_path(target) as tmp, tmp.open("w", encoding="utf-8", newline="") as out:
+        out.writelines(lines)
+
+
 def write_combined(outcome: DetectOutcome, output_dir: Path, loaded: DetectModel,
                    model_path: Path, settings: DetectSettings) -> list[Path]:
-    """Write the combined Raven table, CSV and JSON of ``outcome`` (atomically)."""
+    """Write the combined Raven table, CSV and JSON of ``outcome`` (atomically), reading each
+    file's events back from its record one file at a time.
+
+    Raises:
+        NoSpaceError: the disk filled up (earlier combined outputs are kept).
+    """
     high = loaded.feature_config.f_max
     targets = [output_dir / RAVEN_FILE, output_dir / CSV_FILE, output_dir / JSON_FILE]
-    atomic_write_text(targets[0], raven_table(outcome.files, high_freq_hz=high))
-    atomic_write_text(targets[1], events_csv(outcome.files))
-    atomic_write_text(targets[2], events_json(outcome.files, model=str(model_path),
-                                              settings=asdict(settings),
-                                              skipped=outcome.skipped))
+    _write_lines(targets[0], raven_lines(_read_back(outcome.files), high_freq_hz=high))
+    _write_lines(targets[1], csv_lines(_read_back(outcome.files)))
+    _write_lines(targets[2], json_chunks(_read_back(outcome.files), model=str(model_path),
+                                         settings=asdict(settings), skipped=outcome.skipped))
     return targets
 
 
-__all__ = ["DetectOutcome", "DetectSettings", "detect_file", "detect_files", "output_name",
-           "stored_thresholds", "write_combined"]
+__all__ = ["DetectOutcome", "DetectSettings", "FileSummary", "detect_file", "detect_files",
+           "output_name", "stored_thresholds", "write_combined"]

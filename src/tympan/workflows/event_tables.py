@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -105,21 +105,27 @@ def recording_start(path: Path, start_time: str | None = None) -> datetime | Non
         return None
 
 
-def raven_table(files: Sequence[FileDetections], *, high_freq_hz: float,
-                low_freq_hz: float = 0.0) -> str:
-    """A combined Raven selection table (tab-separated, BirdNET-Analyzer's columns)."""
-    lines = ["\t".join(RAVEN_COLUMNS)]
+def raven_lines(files: Iterable[FileDetections], *, high_freq_hz: float,
+                low_freq_hz: float = 0.0) -> Iterator[str]:
+    """The lines (each ending in a newline) of a combined Raven selection table
+    (tab-separated, BirdNET-Analyzer's columns); ``files`` is read once, in order."""
+    yield "\t".join(RAVEN_COLUMNS) + "\n"
     selection, offset = 1, 0.0
     for detections in files:
         for e in detections.events:
-            lines.append("\t".join([
+            yield "\t".join([
                 str(selection), "Spectrogram 1", str(max(e.channel, 1)),
                 f"{offset + e.start_seconds:.3f}", f"{offset + e.end_seconds:.3f}",
                 f"{low_freq_hz:.1f}", f"{high_freq_hz:.1f}", e.label, e.label,
-                f"{e.peak_score:.4f}", str(detections.path), f"{e.start_seconds:.3f}"]))
+                f"{e.peak_score:.4f}", str(detections.path), f"{e.start_seconds:.3f}"]) + "\n"
             selection += 1
         offset += detections.duration_seconds
-    return "\n".join(lines) + "\n"
+
+
+def raven_table(files: Sequence[FileDetections], *, high_freq_hz: float,
+                low_freq_hz: float = 0.0) -> str:
+    """A combined Raven selection table as one string (see :func:`raven_lines`)."""
+    return "".join(raven_lines(files, high_freq_hz=high_freq_hz, low_freq_hz=low_freq_hz))
 
 
 def audacity_labels(detections: FileDetections) -> str:
@@ -133,28 +139,56 @@ def audacity_labels(detections: FileDetections) -> str:
     return "".join(rows)
 
 
-def events_csv(files: Sequence[FileDetections]) -> str:
-    """One CSV row per event: file, channel, label, times in seconds, scores, wall clock."""
+def csv_lines(files: Iterable[FileDetections]) -> Iterator[str]:
+    """The lines of the events CSV: a header, then one row per event (file, channel, label,
+    times in seconds, scores, wall clock); ``files`` is read once, in order."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+
+    def line(row: Sequence[object]) -> str:
+        out.seek(0)
+        out.truncate()
+        writer.writerow(row)
+        return out.getvalue()
+
+    yield line(CSV_COLUMNS)
     for detections in files:
         for e in detections.events:
-            writer.writerow([str(detections.path), e.channel, e.label, f"{e.start_seconds:.3f}",
-                             f"{e.end_seconds:.3f}", f"{e.peak_score:.4f}",
-                             f"{e.mean_score:.4f}", detections.wall_clock(e.start_seconds),
-                             detections.wall_clock(e.end_seconds)])
-    return out.getvalue()
+            yield line([str(detections.path), e.channel, e.label, f"{e.start_seconds:.3f}",
+                        f"{e.end_seconds:.3f}", f"{e.peak_score:.4f}", f"{e.mean_score:.4f}",
+                        detections.wall_clock(e.start_seconds),
+                        detections.wall_clock(e.end_seconds)])
+
+
+def events_csv(files: Sequence[FileDetections]) -> str:
+    """The events CSV as one string (see :func:`csv_lines`)."""
+    return "".join(csv_lines(files))
+
+
+def json_chunks(files: Iterable[FileDetections], *, model: str, settings: dict[str, Any],
+                skipped: Sequence[tuple[Path, str]] = ()) -> Iterator[str]:
+    """Every file's events, failures and settings as one JSON document, in pieces of one
+    file each (``files`` is read once, in order; the pieces join to :func:`events_json`)."""
+    def indented(value: Any, depth: int) -> str:
+        text = json.dumps(value, indent=2, allow_nan=False)
+        return text.replace("\n", "\n" + "  " * depth)
+
+    yield ('{\n  "model": ' + indented(model, 1) + ',\n  "settings": '
+           + indented(settings, 1) + ',\n  "files": [')
+    first = True
+    for detections in files:
+        yield ("" if first else ",") + "\n    " + indented(detections.to_dict(), 2)
+        first = False
+    yield ("]" if first else "\n  ]") + ',\n  "skipped": ' + indented(
+        [{"path": str(p), "reason": r} for p, r in skipped], 1) + "\n}\n"
 
 
 def events_json(files: Sequence[FileDetections], *, model: str, settings: dict[str, Any],
                 skipped: Sequence[tuple[Path, str]] = ()) -> str:
-    """Every file's events, failures and settings as one JSON document."""
-    document = {"model": model, "settings": settings,
-                "files": [d.to_dict() for d in files],
-                "skipped": [{"path": str(p), "reason": r} for p, r in skipped]}
-    return json.dumps(document, indent=2, allow_nan=False) + "\n"
+    """Every file's events, failures and settings as one JSON document (a string)."""
+    return "".join(json_chunks(files, model=model, settings=settings, skipped=skipped))
 
 
-__all__ = ["CSV_COLUMNS", "FileDetections", "RAVEN_COLUMNS", "audacity_labels", "events_csv",
-           "events_json", "raven_table", "recording_start"]
+__all__ = ["CSV_COLUMNS", "FileDetections", "RAVEN_COLUMNS", "audacity_labels", "csv_lines",
+           "events_csv", "events_json", "json_chunks", "raven_lines", "raven_table",
+           "recording_start"]
