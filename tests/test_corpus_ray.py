@@ -107,6 +107,38 @@ def test_ray_runs_the_onnx_export(local_ray: None, corpus: tuple[Path, Path, dic
                                   check_exact=False, atol=1e-5)
 
 
+def test_decoding_is_its_own_stage_that_ray_fuses_into_the_actors(
+        local_ray: None, corpus: tuple[Path, Path, dict[str, int]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """plan → decode → score: decode asks for the actors' resources, so Ray runs it inside
+    them (no audio through the object store); kept apart, it gives the same rows."""
+    from tympan.corpus import ray_engine
+    from tympan.corpus.local import ScoreSettings
+    from tympan.corpus.plan import PlanSettings
+
+    audio, model_file, windows = corpus
+    score = ScoreSettings(model_file, "predict")
+    plan = PlanSettings(WindowGeometry.from_features(tiny_features()))
+    items = [{"shard": 0, "first": 0, "paths": sorted(windows)[:4]}]
+    ray_engine._dataset(items, score, plan, 2, True).explain()
+    fused = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+    assert "ActorPoolMapOperator[MapBatches(_decode_batch)->MapBatches(_Scorer)]" in fused
+    ray_engine._dataset(items, score, plan, 2, False).explain()
+    apart = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+    assert "TaskPoolMapOperator[MapBatches(_decode_batch)]" in apart
+
+    manifest = tmp_path / "some.txt"
+    manifest.write_text("\n".join(sorted(windows)[:30]) + "\n")
+    settings = CorpusSettings(engine="ray", workers=2, shard_files=10, unit_windows=2)
+    run_corpus(model_file, manifest, tmp_path / "fused", "predict", settings)
+    built = ray_engine._dataset
+    monkeypatch.setattr(ray_engine, "_dataset",
+                        lambda *args: built(*args[:-1], False))  # fuse_decode=False
+    run_corpus(model_file, manifest, tmp_path / "apart", "predict", settings)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "apart" / "windows"),
+                                  pd.read_parquet(tmp_path / "fused" / "windows"))
+
+
 def test_ray_run_killed_mid_way_resumes_to_the_uninterrupted_rows(tmp_path: Path) -> None:
     """SIGKILL ``predict-corpus --engine ray`` (its own local Ray instance) at a seeded moment
     after its first shard; what the killed driver's Ray left running must not stop the rerun,

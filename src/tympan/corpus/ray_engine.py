@@ -1,11 +1,13 @@
-"""The Ray Data engine (``tympan[ray]``): plan, then decode + score in actors.
+"""The Ray Data engine (``tympan[ray]``): plan → decode → score as separate stages.
 
 Per group of shards one streaming Dataset runs: ``from_items`` of file chunks
 → ``map_batches(plan)`` (CPU tasks: headers → units, or error rows) →
-``map_batches(Scorer, concurrency=workers)`` (actors that load the model
-once, then decode and score each unit, as the local pool's workers do). Audio
-never crosses the object store: a separate decode stage shipped every unit's
-samples (megabytes) through it, 54 CPU s against 46 for the same 300 files
+``map_batches(decode)`` (each unit's span at the model's rate) →
+``map_batches(Scorer)`` (``workers`` actors that load the model once). The
+decode stage asks for the actors' resources, so Ray Data fuses it into the
+actors (``MapBatches(_decode_batch)->MapBatches(_Scorer)``) and audio never
+crosses the object store; unfused (``fuse_decode=False``), every unit's samples
+travel through it: 54 CPU s against 46 for the same 300 files
 (bench/results/corpus-300-ray-decode-stage.json). The driver pulls results
 with ``iter_batches`` and hands back each shard as soon as all its units are
 in, so the caller writes it with its own atomic Parquet writer (per-shard
@@ -31,17 +33,21 @@ import numpy as np
 
 from tympan.corpus.local import ScoreSettings
 from tympan.corpus.plan import IndexedError, PlanSettings, assemble, plan_files
-from tympan.corpus.scoring import UnitResult, UnitScorer
+from tympan.corpus.scoring import UnitResult, UnitScorer, describe_failure
 from tympan.corpus.shards import ShardRows
 from tympan.corpus.units import Unit
+from tympan.errors import AudioError
 
 #: Files per planning row.
 PLAN_CHUNK_FILES = 64
 #: Shards per Dataset (actors are started once per group).
 GROUP_SHARDS = 64
-#: CPUs a planning task asks for (headers only: light next to decoding and scoring).
+#: CPUs a planning task asks for (headers only: light next to decoding and scoring; not
+#: the actors' share, so Ray does not fuse planning into them).
 PLAN_CPUS = 0.2
-#: Units per actor call.
+#: CPUs an unfused decoding task asks for (``fuse_decode=False``).
+TASK_CPUS = 0.25
+#: Units per decode task and per actor call.
 UNITS_PER_BATCH = 4
 #: Object store of a local instance started here (bytes).
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -68,8 +74,32 @@ def _plan_batch(batch: dict[str, np.ndarray], plan: PlanSettings) -> dict[str, A
             for k, v in out.items()}
 
 
+def _decode_batch(batch: dict[str, np.ndarray], plan: PlanSettings) -> dict[str, Any]:
+    """Adds each unit's samples (float32 bytes) and decoding failure ('' if none)."""
+    from tympan.corpus.decode import decode_span
+
+    samples, failures = [], []
+    for raw in batch["unit"]:
+        if not raw:
+            samples.append(b"")
+            failures.append("")
+            continue
+        unit: Unit = pickle.loads(raw)
+        begin, end = unit.span(plan.geometry)
+        try:
+            wave, failure = decode_span(unit.path, plan.geometry.sample_rate, begin, end)
+        except AudioError as exc:
+            wave, failure = np.zeros(0, np.float32), f"\0{exc.reason}"  # \0: nothing decoded
+        except Exception as exc:  # a decoder's own failure: an error row, not a failed job
+            wave, failure = np.zeros(0, np.float32), f"\0{describe_failure(exc)}"
+        samples.append(wave.astype(np.float32).tobytes())
+        failures.append(failure or "")
+    return dict(batch, samples=np.array(samples, dtype=object),
+                failure=np.array(failures, dtype=object))
+
+
 class _Scorer:
-    """Ray actor: loads the model once; decodes and scores the units of each batch."""
+    """Ray actor: loads the model once; scores the decoded units of each batch."""
 
     def __init__(self, score: ScoreSettings, plan: PlanSettings) -> None:
         self.scorer = UnitScorer(score.model_path, score.kind, plan.geometry,
@@ -77,8 +107,21 @@ class _Scorer:
                                  threads=score.threads, quiet=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        results = [pickle.dumps(self.scorer.run(pickle.loads(raw))) if raw else b""
-                   for raw in batch["unit"]]
+        results = []
+        for raw, data, failure in zip(batch["unit"], batch["samples"], batch["failure"],
+                                      strict=True):
+            if not raw:
+                results.append(b"")
+                continue
+            unit: Unit = pickle.loads(raw)
+            if failure.startswith("\0"):
+                result = UnitResult(unit, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                    np.zeros((0, self.scorer.width), np.float32),
+                                    [(unit.path, None, failure[1:])])
+            else:
+                result = self.scorer.score(unit, np.frombuffer(data, dtype=np.float32),
+                                           failure or None)
+            results.append(pickle.dumps(result))
         return {"shard": batch["shard"], "first": batch["first"], "count": batch["count"],
                 "errors": batch["errors"], "result": np.array(results, dtype=object)}
 
@@ -118,13 +161,39 @@ def _init(workers: int, address: str | None) -> bool:
     return True
 
 
+def _dataset(items: list[dict[str, Any]], score: ScoreSettings, plan: PlanSettings,
+             workers: int, fuse_decode: bool) -> Any:
+    """The Dataset of one group: plan tasks → decode → scoring actors (a ``ray.data.Dataset``;
+    with ``fuse_decode`` Ray runs decode inside the actors)."""
+    import ray
+    import ray.data
+
+    cpus = float(ray.cluster_resources().get("CPU", workers))
+    actor_cpus = max(0.1, min(1.0, (cpus - PLAN_CPUS - (0 if fuse_decode else 2 * TASK_CPUS))
+                              / workers))
+    # the decode stage with the actors' resources and no pool of its own: Ray fuses it
+    # into them; with its own small tasks, it runs apart and ships samples to the actors
+    decode_args: dict[str, Any] = (
+        {"num_cpus": actor_cpus} if fuse_decode else
+        {"num_cpus": TASK_CPUS, "compute": ray.data.TaskPoolStrategy(size=workers)})
+    dataset = (ray.data.from_items(items, override_num_blocks=len(items))
+               .map_batches(partial(_plan_batch, plan=plan), batch_size=1,
+                            num_cpus=PLAN_CPUS, compute=ray.data.TaskPoolStrategy(size=1))
+               .map_batches(partial(_decode_batch, plan=plan), batch_size=UNITS_PER_BATCH,
+                            **decode_args)
+               .map_batches(_Scorer, batch_size=UNITS_PER_BATCH,
+                            compute=ray.data.ActorPoolStrategy(size=workers),
+                            num_cpus=actor_cpus,
+                            fn_constructor_kwargs={"score": score, "plan": plan}))
+    return dataset
+
+
 def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, workers: int,
-               width: int) -> Iterator[tuple[int, list[Path], ShardRows]]:
+               width: int, fuse_decode: bool = True
+               ) -> Iterator[tuple[int, list[Path], ShardRows]]:
     import logging
     import warnings
 
-    import ray
-    import ray.data
 
     # no per-stage progress log lines off a terminal (Ray's bars still show on one), and no
     # warning that a small group could not keep every actor busy
@@ -138,15 +207,7 @@ def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, wor
         items += [{"shard": index, "first": f, "paths": [str(p) for p in
                                                           paths[f:f + PLAN_CHUNK_FILES]]}
                   for f in firsts]
-    cpus = float(ray.cluster_resources().get("CPU", workers))
-    actor_cpus = max(0.1, min(1.0, (cpus - PLAN_CPUS) / workers))
-    dataset = (ray.data.from_items(items, override_num_blocks=len(items))
-               .map_batches(partial(_plan_batch, plan=plan), batch_size=1,
-                            num_cpus=PLAN_CPUS, compute=ray.data.TaskPoolStrategy(size=1))
-               .map_batches(_Scorer, batch_size=UNITS_PER_BATCH,
-                            compute=ray.data.ActorPoolStrategy(size=workers),
-                            num_cpus=actor_cpus,
-                            fn_constructor_kwargs={"score": score, "plan": plan}))
+    dataset = _dataset(items, score, plan, workers, fuse_decode)
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy",
                                       prefetch_batches=0):
         for shard, first, count, errors, raw in zip(batch["shard"], batch["first"],
@@ -167,15 +228,17 @@ def _run_group(group: list[Shard], score: ScoreSettings, plan: PlanSettings, wor
 
 def run_ray(shards: Iterator[Shard], score: ScoreSettings, plan: PlanSettings, *,
             workers: int, width: int, address: str | None = None,
-            group_shards: int = GROUP_SHARDS) -> Iterator[tuple[int, list[Path], ShardRows]]:
+            group_shards: int = GROUP_SHARDS, fuse_decode: bool = True,
+            ) -> Iterator[tuple[int, list[Path], ShardRows]]:
     """Plan, decode and score every shard on Ray Data; yield ``(shard, paths, rows)`` as each
-    shard completes (not necessarily in order)."""
+    shard completes (not necessarily in order). ``fuse_decode=False`` keeps decoding in
+    tasks of its own (samples then travel through the object store)."""
     import ray
 
     started = _init(workers, address)
     try:
         while group := list(islice(shards, group_shards)):
-            yield from _run_group(group, score, plan, workers, width)
+            yield from _run_group(group, score, plan, workers, width, fuse_decode)
     finally:
         if started:
             ray.shutdown()
