@@ -23,6 +23,7 @@ from torch import nn
 from tympan.config import FeatureConfig, TrainConfig
 from tympan.data.manifest import Manifest
 from tympan.data.splits import validation_split
+from tympan.errors import ConfigError
 from tympan.workflows.prepared import PreparedData
 from tympan.workflows.recipes.base import Fitted, Recipe, register_recipe
 from tympan.workflows.recipes.lightning_fit import default_device, fit, waveforms_to_specs
@@ -70,9 +71,19 @@ class NetworkRecipe(Recipe):
         from tympan import models
 
         features = self.config.features or models.default_features(self.config.model)
-        # training batches hold whole patches, so a short clip is padded to one for training,
-        # validation and the model file alike (the frozen recipe keeps its own length)
-        return features.replace(min_patch_frames=None)
+        if features.min_patch_frames is None:
+            return features
+        network = models.create(self.config.model, 2, **self.config.model_kwargs)
+        if not getattr(network, "takes_lengths", False):
+            # training batches of this network hold whole patches, so a short clip is padded
+            # to one for training, validation and the model file alike
+            return features.replace(min_patch_frames=None)
+        least = int(getattr(network, "min_frames", 1))
+        if features.min_patch_frames < least:
+            raise ConfigError(f"min_patch_frames={features.min_patch_frames}: {self.config.model} "
+                              f"needs at least {least} frames; raise it to {least} or more")
+        # short clips train, validate and predict at their own length (masked batches)
+        return features
 
     def featurise(self, manifest: Manifest, *, cache: Any = None, workers: int = 2,
                   progress: bool = False) -> PreparedData:
