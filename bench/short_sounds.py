@@ -216,11 +216,12 @@ def _network_with_front_end(config: Any, front: Any) -> Any:
 
 
 def measure(folder: Path, done: Callable[[dict[str, Any]], None], model: str = "mn04_as",
-            epochs: int = 15) -> dict[str, Any]:
+            epochs: int = 15, only: str | None = None) -> dict[str, Any]:
     """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end;
     ``done`` gets the result so far after each front end. One torch thread throughout:
     on two shared cores a second OpenMP thread costs more than it gives. ``model`` cnn-s
-    trains the seed CNN for ``epochs`` epochs per fit instead (see the module)."""
+    trains the seed CNN for ``epochs`` epochs per fit instead (see the module); ``only``
+    (``"16,none"``) picks front ends by ``min_patch_frames``."""
     import torch
 
     torch.set_num_threads(1)
@@ -241,6 +242,9 @@ def measure(folder: Path, done: Callable[[dict[str, Any]], None], model: str = "
     else:
         config = TrainConfig(model="mn04_as", mode="frozen", folds=5)
         front_ends = FRONT_ENDS
+    if only is not None:
+        wanted = {None if x.strip().lower() == "none" else int(x) for x in only.split(",")}
+        front_ends = {k: v for k, v in front_ends.items() if v in wanted}
     base = models.default_features(model).replace(min_patch_frames=None)
     rows = []
     for name, min_frames in front_ends.items():
@@ -329,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
                              "scratch (finetune recipe)")
     parser.add_argument("--epochs", type=int, default=15,
                         help="measure --model cnn-*: epochs per fit")
+    parser.add_argument("--front-ends", default=None,
+                        help="measure: only these front ends, by min_patch_frames ('16,none'); "
+                             "rows a run of the same commit and settings wrote to --out for "
+                             "the others are kept (two front ends in two processes)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default bench/results/short-sounds.json (mn04), "
                              "short-sounds-MODEL.json (a CNN)")
@@ -372,12 +380,25 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        if earlier is not None:  # earlier runs stay, newest first
+        current = json.loads(args.out.read_text()) if args.out.is_file() else None
+        if args.front_ends and current is not None and current.get("commit") == commit \
+                and current.get("command", "").split(" --front-ends")[0] == \
+                result["command"].split(" --front-ends")[0]:
+            # a run of the other front ends, same commit and settings (a concurrent process):
+            # its rows join this one's
+            mine = {r["front_end"] for r in result["rows"]}
+            result["rows"] = [*result["rows"],
+                              *(r for r in current["rows"] if r["front_end"] not in mine)]
+            result["command"] = " + ".join(dict.fromkeys([current["command"],
+                                                          result["command"]]))
+            if "earlier_runs" in current:
+                result["earlier_runs"] = current["earlier_runs"]
+        elif earlier is not None:  # earlier runs stay, newest first
             result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
                                       *earlier.get("earlier_runs", [])]
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 
-    measure(args.folder, write, args.model, args.epochs)
+    measure(args.folder, write, args.model, args.epochs, args.front_ends)
     print(f"-> {args.out}")
     return 0
 

@@ -6,6 +6,11 @@ a pretrained one (``mn04_as``) starts from its backbone's weights, which get
 ``val_fraction`` of its clips for early stopping and best-weights selection;
 the final fit after a cross-validation trains on every clip for the folds'
 median best epoch count. Checkpoints make every fit resumable.
+
+With ``min_patch_frames`` in the front end, a network whose forward takes
+``lengths`` (the seed CNN) trains, validates and predicts a clip shorter than a
+patch at its own length (zero-padded masked batches); for any other network
+the minimum is dropped and short clips are padded to a whole patch.
 """
 
 from __future__ import annotations
