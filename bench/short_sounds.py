@@ -381,14 +381,19 @@ def main(argv: list[str] | None = None) -> int:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         current = json.loads(args.out.read_text()) if args.out.is_file() else None
-        if args.front_ends and current is not None and current.get("commit") == commit \
-                and current.get("command", "").split(" --front-ends")[0] == \
-                result["command"].split(" --front-ends")[0]:
-            # a run of the other front ends, same commit and settings (a concurrent process):
-            # its rows join this one's
+        if args.front_ends and current is not None and \
+                current.get("command", "").split(" --front-ends")[0] == \
+                result["command"].split(" --front-ends")[0] and \
+                current.get("dataset") == result["dataset"]:
+            # a run of the other front ends with the same settings on the same data (e.g. a
+            # concurrent process): its rows join this one's, each commit and command named
             mine = {r["front_end"] for r in result["rows"]}
-            result["rows"] = [*result["rows"],
-                              *(r for r in current["rows"] if r["front_end"] not in mine)]
+            others = [r for r in current["rows"] if r["front_end"] not in mine]
+            for row in others:
+                row.setdefault("commit", current.get("commit"))
+            for row in result["rows"]:
+                row["commit"] = commit
+            result["rows"] = [*result["rows"], *others]
             result["command"] = " + ".join(dict.fromkeys([current["command"],
                                                           result["command"]]))
             if "earlier_runs" in current:
