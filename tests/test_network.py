@@ -101,3 +101,19 @@ def test_a_cnn_trains_and_predicts_short_clips_at_their_own_length(tmp_path: Pat
     assert loaded.feature_config.min_patch_frames == 4
     np.testing.assert_allclose(Predictor(loaded, batch_size=5).predict_proba(waves), probs,
                                atol=1e-5)
+
+
+def test_new_cnn_s_models_keep_short_clips_at_their_own_length_by_default() -> None:
+    from tympan import models
+    from tympan.config import CNN_FEATURES, SEED_FEATURES
+
+    assert models.default_features("cnn-s") == CNN_FEATURES == SEED_FEATURES.replace(
+        min_patch_frames=16)
+    assert NetworkRecipe(TrainConfig(model="cnn-s")).feature_config() == CNN_FEATURES
+    # a deeper stack raises the registered minimum to its own (2 ** 5 blocks = 32 frames)
+    deeper = NetworkRecipe(TrainConfig(model="cnn-s",
+                                       model_kwargs={"channels": [4, 8, 8, 8, 8]}))
+    assert deeper.feature_config().min_patch_frames == 32
+    # cnn-m (not measured) and the CRNN pad to whole patches, as before
+    assert NetworkRecipe(TrainConfig(model="cnn-m")).feature_config().min_patch_frames is None
+    assert NetworkRecipe(TrainConfig(model="crnn-s")).feature_config() == SEED_FEATURES

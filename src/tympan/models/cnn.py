@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tympan.config import CNN_FEATURES
 from tympan.models.registry import register_model
 
 
@@ -201,7 +202,7 @@ _SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-@register_model("cnn-s")
+@register_model("cnn-s", default_features=CNN_FEATURES)
 def cnn_s(n_classes: int, **kwargs: Any) -> CNN:
     """Seed CNN, small: 4 blocks of one conv (16–128 channels), ~0.1 M parameters."""
     return CNN(n_classes, **{**_SIZES["cnn-s"], **kwargs})

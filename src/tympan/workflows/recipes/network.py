@@ -84,6 +84,10 @@ class NetworkRecipe(Recipe):
             # to one for training, validation and the model file alike
             return features.replace(min_patch_frames=None)
         least = int(getattr(network, "min_frames", 1))
+        if features.min_patch_frames < least and self.config.features is None:
+            # the registered front end, a network of more blocks (model_kwargs): its minimum
+            return features.replace(min_patch_frames=least if least < features.patch_frames
+                                    else None)
         if features.min_patch_frames < least:
             raise ConfigError(f"min_patch_frames={features.min_patch_frames}: {self.config.model} "
                               f"needs at least {least} frames; raise it to {least} or more")
