@@ -28,6 +28,16 @@ under ``earlier_runs``). The harder set of the README::
 
     python bench/short_sounds.py generate /tmp/short-hard --words confusable --noisy
     nice -n 10 python bench/short_sounds.py measure /tmp/short-hard
+
+``--model cnn-s`` trains the seed CNN from scratch instead (the finetune recipe,
+``--epochs`` epochs, otherwise the default :class:`TrainConfig`: batch 32, Adam
+1e-3 with a cosine schedule, 15 % of each fold's training clips held out for
+early stopping and best-epoch selection) with each front end of
+:data:`CNN_FRONT_ENDS`: short clips at their own length (at least the conv
+stack's 16-frame minimum) against padded to the 3 s patch, and writes
+``bench/results/short-sounds-cnn-s.json``::
+
+    nice -n 10 python bench/short_sounds.py measure /tmp/short-pairs --model cnn-s --epochs 15
 """
 
 from __future__ import annotations
@@ -74,6 +84,12 @@ PITCHES = {"m1": 40, "m3": 30, "f2": 60, "f4": 70}
 FRONT_ENDS: dict[str, int | None] = {"own length, min 1 s": 100,
                                      "own length, min 0.32 s": 32,
                                      "padded to 5 s": None}
+
+
+#: ``--model cnn-s``: front end name → ``min_patch_frames`` of the seed front end (44.1 kHz,
+#: hop 1024, 128-frame patches of ~3 s); 16 frames is cnn-s's minimum (2 ** its 4 pools)
+CNN_FRONT_ENDS: dict[str, int | None] = {"own length, min 16 frames (0.37 s)": 16,
+                                         "padded to the 3 s patch": None}
 
 
 def speak(word: str, voice: str, speed_wpm: int, pitch: int, path: Path,
@@ -188,10 +204,24 @@ def _with_front_end(config: Any, front: Any) -> Any:
     return Recipe(config)
 
 
-def measure(folder: Path, done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _network_with_front_end(config: Any, front: Any) -> Any:
+    """The finetune recipe of ``config`` with the front end ``front`` (its patching rule)."""
+    from tympan.workflows.recipes.network import NetworkRecipe
+
+    class Recipe(NetworkRecipe):
+        def feature_config(self) -> Any:
+            return front
+
+    return Recipe(config)
+
+
+def measure(folder: Path, done: Callable[[dict[str, Any]], None], model: str = "mn04_as",
+            epochs: int = 15, only: str | None = None) -> dict[str, Any]:
     """Accuracy (random and voice-grouped 5-fold) and embedding throughput per front end;
     ``done`` gets the result so far after each front end. One torch thread throughout:
-    on two shared cores a second OpenMP thread costs more than it gives."""
+    on two shared cores a second OpenMP thread costs more than it gives. ``model`` cnn-s
+    trains the seed CNN for ``epochs`` epochs per fit instead (see the module); ``only``
+    (``"16,none"``) picks front ends by ``min_patch_frames``."""
     import torch
 
     torch.set_num_threads(1)
@@ -205,12 +235,21 @@ def measure(folder: Path, done: Callable[[dict[str, Any]], None]) -> dict[str, A
 
     grouped = read_csv(folder / "grouped.csv")
     ungrouped = replace(grouped, clips=[replace(c, group=None) for c in grouped.clips])
-    config = TrainConfig(model="mn04_as", mode="frozen", folds=5)
-    base = models.default_features("mn04_as")
+    network = model != "mn04_as"
+    if network:
+        config = TrainConfig(model=model, mode="finetune", folds=5, epochs=epochs)
+        front_ends = CNN_FRONT_ENDS
+    else:
+        config = TrainConfig(model="mn04_as", mode="frozen", folds=5)
+        front_ends = FRONT_ENDS
+    if only is not None:
+        wanted = {None if x.strip().lower() == "none" else int(x) for x in only.split(",")}
+        front_ends = {k: v for k, v in front_ends.items() if v in wanted}
+    base = models.default_features(model).replace(min_patch_frames=None)
     rows = []
-    for name, min_frames in FRONT_ENDS.items():
+    for name, min_frames in front_ends.items():
         front = base.replace(min_patch_frames=min_frames)
-        recipe = _with_front_end(config, front)
+        recipe = (_network_with_front_end if network else _with_front_end)(config, front)
         with tempfile.TemporaryDirectory() as empty:  # an empty cache: the real cost
             load = os.getloadavg()[0]
             own_before, kids_before = _cpu_seconds()
@@ -233,26 +272,50 @@ def measure(folder: Path, done: Callable[[dict[str, Any]], None]) -> dict[str, A
             "clips_per_second_idle_estimate": round(len(items) / max(own, kids / 2), 1),
             "load_average_1min_at_start": round(load, 2),
         }
-        if min_frames is not None:  # padded: featurise's figure says it (the slow way twice)
+        if min_frames is not None and not network:  # padded: featurise's figure says it
             row["embedding_only"] = embedding_throughput(recipe, grouped)
         for split, manifest in (("random", ungrouped), ("grouped by voice", grouped)):
+            load, started = os.getloadavg()[0], time.perf_counter()
+            cpu = time.process_time()
             cv = cross_validate(recipe, PreparedData(manifest, items, front))
             summary = cv.summary()
             row[split] = {"accuracy_mean": summary["accuracy_mean"],
                           "accuracy_std": summary["accuracy_std"],
-                          "folds": [f["accuracy"] for f in summary["folds"]]}
+                          "folds": [f["accuracy"] for f in summary["folds"]],
+                          # training and scoring all folds, one torch thread
+                          "cv_wall_seconds": round(time.perf_counter() - started, 1),
+                          "cv_cpu_seconds": round(time.process_time() - cpu, 1),
+                          "load_average_1min_at_start": round(load, 2)}
+            if network:
+                row[split]["epochs_run"] = [f.get("info", {}).get("epochs_run")
+                                            for f in summary["folds"]]
         rows.append(row)
         embedding = row.get("embedding_only", {})
+        timing = (f"CV {row['random']['cv_cpu_seconds']} + "
+                  f"{row['grouped by voice']['cv_cpu_seconds']} CPU s" if network else
+                  f"embedding alone {embedding.get('clips_per_second')} clips/s (idle est. "
+                  f"{embedding.get('clips_per_second_idle_estimate')})")
         print(f"{name:34s} random {row['random']['accuracy_mean']:.1%}  "
               f"grouped {row['grouped by voice']['accuracy_mean']:.1%}  "
-              f"{row['clips_per_second']} clips/s (idle est. "
-              f"{row['clips_per_second_idle_estimate']}); embedding alone "
-              f"{embedding.get('clips_per_second')} clips/s (idle est. "
-              f"{embedding.get('clips_per_second_idle_estimate')})", flush=True)
-        done({"rows": rows, "torch_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "n_clips": len(grouped)})
-    return {"rows": rows, "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "n_clips": len(grouped)}
+              f"{row['clips_per_second']} clips/s featurised (idle est. "
+              f"{row['clips_per_second_idle_estimate']}); {timing}", flush=True)
+        done(_measured(rows, config, grouped))
+    return _measured(rows, config, grouped)
+
+
+def _measured(rows: list[dict[str, Any]], config: Any, manifest: Any) -> dict[str, Any]:
+    import torch
+
+    out = {"rows": rows, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+           "n_clips": len(manifest)}
+    if config.mode == "finetune":  # the schedule every fit of every front end used
+        out["model"] = config.model
+        out["train_config"] = {k: v for k, v in config.to_dict().items()
+                               if k in ("model", "mode", "epochs", "batch_size", "lr",
+                                        "optimizer", "lr_schedule", "weight_decay",
+                                        "early_stopping_patience", "monitor", "seed", "folds")}
+        out["val_fraction"] = 0.15
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,8 +328,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="generate: espeak-ng voice variants crossed with the accents")
     parser.add_argument("--noisy", action="store_true",
                         help="generate: random gain, lead/tail and background noise per clip")
-    parser.add_argument("--out", type=Path, default=RESULTS / "short-sounds.json")
+    parser.add_argument("--model", choices=["mn04_as", "cnn-s", "cnn-m"], default="mn04_as",
+                        help="measure: the frozen mn04 recipe, or a seed CNN trained from "
+                             "scratch (finetune recipe)")
+    parser.add_argument("--epochs", type=int, default=15,
+                        help="measure --model cnn-*: epochs per fit")
+    parser.add_argument("--front-ends", default=None,
+                        help="measure: only these front ends, by min_patch_frames ('16,none'); "
+                             "rows a run of the same commit and settings wrote to --out for "
+                             "the others are kept (two front ends in two processes)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default bench/results/short-sounds.json (mn04), "
+                             "short-sounds-MODEL.json (a CNN)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("short-sounds.json" if args.model == "mn04_as"
+                              else f"short-sounds-{args.model}.json")
     if args.folder.resolve().is_relative_to(ROOT):
         parser.error(f"{args.folder}: write the dataset outside the repository")
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -285,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def write(measured: dict[str, Any]) -> None:
         result = {
-            "benchmark": "spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV",
+            "benchmark": ("spoken words (espeak-ng), frozen mn04 default recipe, 5-fold CV"
+                          if args.model == "mn04_as" else
+                          f"spoken words (espeak-ng), {args.model} trained from scratch "
+                          f"(finetune recipe, {args.epochs} epochs), 5-fold CV"),
             "dataset": json.loads(info_file.read_text()) if info_file.is_file() else {},
             "generator": {"accents": ACCENTS, "speeds_wpm": SPEEDS_WPM,
                           "espeak_ng": _espeak_version()},
@@ -300,12 +380,30 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        if earlier is not None:  # earlier runs stay, newest first
+        current = json.loads(args.out.read_text()) if args.out.is_file() else None
+        if args.front_ends and current is not None and \
+                current.get("command", "").split(" --front-ends")[0] == \
+                result["command"].split(" --front-ends")[0] and \
+                current.get("dataset") == result["dataset"]:
+            # a run of the other front ends with the same settings on the same data (e.g. a
+            # concurrent process): its rows join this one's, each commit and command named
+            mine = {r["front_end"] for r in result["rows"]}
+            others = [r for r in current["rows"] if r["front_end"] not in mine]
+            for row in others:
+                row.setdefault("commit", current.get("commit"))
+            for row in result["rows"]:
+                row["commit"] = commit
+            result["rows"] = [*result["rows"], *others]
+            result["command"] = " + ".join(dict.fromkeys([current["command"],
+                                                          result["command"]]))
+            if "earlier_runs" in current:
+                result["earlier_runs"] = current["earlier_runs"]
+        elif earlier is not None:  # earlier runs stay, newest first
             result["earlier_runs"] = [{k: v for k, v in earlier.items() if k != "earlier_runs"},
                                       *earlier.get("earlier_runs", [])]
         atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
 
-    measure(args.folder, write)
+    measure(args.folder, write, args.model, args.epochs, args.front_ends)
     print(f"-> {args.out}")
     return 0
 

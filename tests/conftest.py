@@ -78,6 +78,36 @@ def tiny_model_file(tmp_path: Path) -> Path:
     return save_model(tmp_path / "tiny.safetensors", model, metadata)
 
 
+def own_length_model(n_classes: int = 3, seed: int = 0) -> nn.Module:
+    """An untrained ``cnn-s`` of four narrow blocks (its minimum width 16 frames) in eval
+    mode, with batch-norm statistics that are not the identity."""
+    import torch
+
+    from tympan import models
+
+    torch.manual_seed(seed)
+    model = models.create("cnn-s", n_classes, channels=[4, 8, 8, 8], hidden=8)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture
+def own_length_model_file(tmp_path: Path) -> Path:
+    """:func:`own_length_model` with the seed front end (44.1 kHz, 128-frame ~3 s patches)
+    keeping short clips at their own length, 16 frames (0.37 s) at least."""
+    from tympan.config import SEED_FEATURES
+    from tympan.models.modelfile import make_metadata, save_model
+
+    model = own_length_model(len(TINY_CLASSES))
+    front = SEED_FEATURES.replace(min_patch_frames=16)
+    metadata = make_metadata(model, TINY_CLASSES, front, train_config={"epochs": 0})
+    return save_model(tmp_path / "own-length.safetensors", model, metadata)
+
+
 # -- training (tests/test_train.py, test_evaluate.py, test_classifier.py, test_cli_train.py) --
 
 

@@ -411,3 +411,38 @@ def test_predict_scores_windows_and_points_long_files_to_detect(tiny_model_file:
     top = json.loads(result.stdout)["predictions"][0]["top"][0]
     windows = Detector(loaded).score_file(long).scores[:, 0]  # a clip = mean of its windows
     assert top["probability"] == pytest.approx(float(windows.mean(axis=0).max()), abs=1e-6)
+
+
+def test_predict_export_and_detect_keep_short_clips_at_their_own_length(
+        own_length_model_file: Path, tmp_path: Path) -> None:
+    # a cnn-s keeping clips shorter than its ~3 s patch at their own length (>= 16 frames):
+    # predict on the model file and on its ONNX export agree, detect runs on both
+    pytest.importorskip("onnxscript")
+    from tympan.inference.predict import Predictor
+    from tympan.models.modelfile import load_model
+
+    rate = 44100
+    paths = [synth.write(tmp_path / "in" / f"{name}.wav", wave, rate) for name, wave in (
+        ("short", synth.tone(660, 0.5, rate) * 0.3),
+        ("two", synth.chirp(300, 5000, 2.0, rate) * 0.3),
+        ("long", synth.noise_burst(7.0, rate, seed=2) * 0.1))]
+    expected = Predictor(load_model(own_length_model_file)).predict_proba(paths)
+    onnx_file = tmp_path / "own.onnx"
+    assert runner.invoke(app, ["export", str(own_length_model_file), "-o",
+                               str(onnx_file)]).exit_code == 0
+    for model in (own_length_model_file, onnx_file):
+        out = tmp_path / f"{model.suffix[1:]}.json"
+        result = runner.invoke(app, ["predict", str(model), *map(str, paths), "-o", str(out),
+                                     "-k", "3"])
+        assert result.exit_code == 0, result.output
+        rows = _json(out.read_text())["predictions"]
+        got = np.array([[{t["label"]: t["probability"] for t in r["top"]}[c]
+                         for c in TINY_CLASSES] for r in rows])
+        # clips within one window: predict on a model file streams windows of the training
+        # length, so a longer file is the mean over its windows, not over its patches
+        np.testing.assert_allclose(got[:2], expected[:2], atol=1e-5)
+        assert np.isfinite(got).all()
+        detect = runner.invoke(app, ["detect", str(model), str(paths[2]), str(paths[0]),
+                                     "-o", str(tmp_path / f"detect-{model.suffix[1:]}")])
+        assert detect.exit_code == 0, detect.output
+        assert (tmp_path / f"detect-{model.suffix[1:]}" / "events.csv").is_file()

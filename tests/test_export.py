@@ -182,6 +182,31 @@ def test_own_length_export_matches_torch_predictor(mn04_own_length_onnx: tuple[P
     _check_parity(*mn04_own_length_onnx, seconds, n_clips=4)
 
 
+@pytest.fixture(scope="module")
+def cnn_own_length_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A ``cnn-s`` keeping short clips at their own length (seed front end, >= 16 frames)
+    and its export."""
+    from conftest import own_length_model
+
+    from tympan.config import SEED_FEATURES
+    from tympan.models.modelfile import make_metadata, save_model
+
+    model = own_length_model(len(TINY_CLASSES))
+    front = SEED_FEATURES.replace(min_patch_frames=16)
+    folder = tmp_path_factory.mktemp("cnn-own-length")
+    model_file = save_model(folder / "cnn.safetensors", model,
+                            make_metadata(model, TINY_CLASSES, front))
+    return model_file, export_onnx(load_model(model_file), folder / "cnn.onnx")
+
+
+@pytest.mark.parametrize("seconds", [0.2, 0.5, 2.0, 4.0])
+def test_cnn_own_length_export_matches_torch_predictor(
+        cnn_own_length_onnx: tuple[Path, Path], seconds: float) -> None:
+    # 0.2 s is 9 frames, padded to the 16-frame minimum; 0.5 s (22 frames) and 2 s (87) are
+    # one patch of their own length; 4 s is two 128-frame patches, the second end-aligned
+    _check_parity(*cnn_own_length_onnx, seconds, n_clips=4)
+
+
 def test_export_refuses_to_overwrite(tiny_onnx: tuple[Path, Path]) -> None:
     with pytest.raises(ModelFileError, match="already exists"):
         export_onnx(load_model(tiny_onnx[0]), tiny_onnx[1])

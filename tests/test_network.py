@@ -59,3 +59,61 @@ def test_a_finetune_model_file_loads_and_predicts_through_the_same_api(
     np.testing.assert_allclose(probs.sum(), 1.0, rtol=1e-5)
     np.testing.assert_allclose(probs, recipe.predict_proba(fitted, data, np.array([0])),
                                atol=1e-5)
+
+
+def test_a_cnn_keeps_its_own_length_minimum_and_refuses_one_below_its_stack() -> None:
+    import pytest
+    from conftest import tiny_features
+
+    from tympan.errors import ConfigError
+
+    own = tiny_features().replace(min_patch_frames=16)
+    recipe = NetworkRecipe(TrainConfig(model="cnn-s", features=own))
+    assert recipe.feature_config().min_patch_frames == 16
+    with pytest.raises(ConfigError, match="min_patch_frames=16: cnn-s needs at least 32"):
+        NetworkRecipe(TrainConfig(model="cnn-s", features=own,
+                                  model_kwargs={"channels": [4, 8, 8, 8, 8]})).feature_config()
+    # networks whose batches hold whole patches pad short clips, as before
+    crnn = NetworkRecipe(TrainConfig(model="crnn-s", features=own))
+    assert crnn.feature_config().min_patch_frames is None
+
+
+def test_a_cnn_trains_and_predicts_short_clips_at_their_own_length(tmp_path: Path) -> None:
+    # clips of 0.1-0.45 s (6-28 frames) under a 32-frame patch, trained with mixup and
+    # SpecAugment on padded masked batches; the model file predicts what the fit scored
+    from conftest import tiny_features
+
+    import tympan
+    from tympan.workflows.demo import synth_arrays
+
+    waves, labels = synth_arrays(6, seed=4, duration_seconds=0.5)
+    rng = np.random.default_rng(0)
+    waves = [w[: int(rng.uniform(0.1, 0.45) * 16000)] for w in waves]
+    own = tiny_features().replace(min_patch_frames=4)
+    clf = tympan.Classifier("cnn-s", epochs=2, batch_size=8, features=own,
+                            model_kwargs={"channels": [4, 8], "hidden": 8}, mixup_alpha=0.3,
+                            spec_time_mask_frames=2, early_stopping_patience=0).fit(waves, labels)
+    assert clf.feature_config_.min_patch_frames == 4
+    probs = clf.predict_proba(waves)
+    assert np.isfinite(probs).all() and probs.shape == (24, 4)
+    path = clf.save(tmp_path / "short.safetensors")
+    loaded = load_model(path)
+    assert loaded.feature_config.min_patch_frames == 4
+    np.testing.assert_allclose(Predictor(loaded, batch_size=5).predict_proba(waves), probs,
+                               atol=1e-5)
+
+
+def test_new_cnn_s_models_keep_short_clips_at_their_own_length_by_default() -> None:
+    from tympan import models
+    from tympan.config import CNN_FEATURES, SEED_FEATURES
+
+    assert models.default_features("cnn-s") == CNN_FEATURES == SEED_FEATURES.replace(
+        min_patch_frames=16)
+    assert NetworkRecipe(TrainConfig(model="cnn-s")).feature_config() == CNN_FEATURES
+    # a deeper stack raises the registered minimum to its own (2 ** 5 blocks = 32 frames)
+    deeper = NetworkRecipe(TrainConfig(model="cnn-s",
+                                       model_kwargs={"channels": [4, 8, 8, 8, 8]}))
+    assert deeper.feature_config().min_patch_frames == 32
+    # cnn-m (not measured) and the CRNN pad to whole patches, as before
+    assert NetworkRecipe(TrainConfig(model="cnn-m")).feature_config().min_patch_frames is None
+    assert NetworkRecipe(TrainConfig(model="crnn-s")).feature_config() == SEED_FEATURES

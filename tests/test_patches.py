@@ -93,3 +93,34 @@ def test_patches_are_cut_when_read_from_clips_read_on_demand(mode: str) -> None:
     assert int(owner) == 4
     np.testing.assert_array_equal(last.numpy(), clips.specs[4][:, 12:20])  # end-aligned
     assert _Counted.reads > 0
+
+
+def test_short_clips_train_and_validate_at_their_own_length() -> None:
+    import numpy as np
+    import torch
+    from conftest import tiny_features
+
+    from tympan.workflows.recipes.patches import (
+        ClipPatchDataset,
+        ClipSet,
+        PatchDataset,
+        pad_batch,
+    )
+
+    rng = np.random.default_rng(0)
+    specs = [rng.normal(size=(32, n)).astype(np.float32) for n in (5, 20, 48)]
+    clips = ClipSet(specs, np.array([0, 1, 2]))
+    own = tiny_features().replace(min_patch_frames=8)
+    train = PatchDataset(clips, own)
+    widths = [train[i][0].shape[-1] for i in range(len(train))]
+    assert widths == [8, 20, 32, 32]  # 5 frames padded to the minimum; 48 is two patches
+    np.testing.assert_array_equal(train[1][0].numpy(), specs[1])
+    x, y, lengths = pad_batch([train[i] for i in range(len(train))])
+    assert x.shape == (4, 32, 32) and lengths.tolist() == widths
+    assert y.tolist() == [0, 1, 2, 2] and (x[1, :, 20:] == 0).all()
+    scored = ClipPatchDataset(clips, own)
+    x, y, clip, lengths = pad_batch([scored[i] for i in range(len(scored))])
+    assert clip.tolist() == [0, 1, 2, 2] and lengths.tolist() == widths
+    # without a minimum every patch is whole, as before
+    assert {PatchDataset(clips, tiny_features())[i][0].shape[-1] for i in range(4)} == {32}
+    assert torch.equal(PatchDataset(clips, tiny_features())[3][0], train[3][0])

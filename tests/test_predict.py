@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import synth
 import torch
-from conftest import TINY_CLASSES, tiny_features, tiny_model
+from conftest import TINY_CLASSES, own_length_model, tiny_features, tiny_model
 
 from tympan.audio import resample
 from tympan.data.manifest import Clip, Manifest
@@ -274,3 +274,24 @@ def test_short_clips_are_scored_at_their_own_length() -> None:
                                    rtol=1e-5, atol=1e-6)
     predictor = Predictor.from_model(model, TINY_CLASSES, config)
     np.testing.assert_allclose(predictor.predict_proba(waves), probs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_cnn_scores_a_short_clip_at_its_own_length_as_it_does_alone() -> None:
+    # the seed front end keeping short clips (>= 16 frames): 0.2 s (padded to 16 frames),
+    # 0.5 s, 1.3 s and 2 s at their own lengths beside 5 s clips of whole patches
+    from tympan.config import SEED_FEATURES
+
+    model, config = own_length_model(), SEED_FEATURES.replace(min_patch_frames=16)
+    rate = config.sample_rate
+    waves = [synth.chirp(300, 4000, s, rate) * 0.3 + synth.noise_burst(s, rate, seed=i) * 0.05
+             for i, s in enumerate((0.2, 5.0, 0.5, 1.3, 5.0, 2.0))]
+    specs = [compute_log_mel(w, config) for w in waves]
+    together = clip_probabilities(model, specs, config, batch_size=3)
+    alone = np.concatenate([clip_probabilities(model, [s], config) for s in specs])
+    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
+    # clips of a whole patch or more are scored exactly as without a minimum
+    padded = SEED_FEATURES
+    for i in (1, 4):
+        assert np.array_equal(together[i], clip_probabilities(model, [specs[i]], padded)[0])
+    # a short one is not the padded answer any more
+    assert not np.allclose(alone[2], clip_probabilities(model, [specs[2]], padded)[0])

@@ -11,11 +11,13 @@ from conftest import tiny_features
 from tympan.config import SEED_FEATURES
 from tympan.features import compute_log_mel
 from tympan.windows import (
+    bucket_patches,
     clip_mean,
     clip_patch_groups,
     clip_patches,
     pad_to_patch,
     patch_starts,
+    patch_width,
     split_patches,
 )
 
@@ -97,3 +99,24 @@ def test_clip_patch_groups_batch_patches_of_one_width() -> None:
     with pytest.raises(ValueError, match="clip_patch_groups"):
         clip_patches(specs, config)
     assert len(clip_patch_groups(specs, tiny_features())) == 1  # padded to whole patches
+
+
+def test_patch_width_is_the_width_split_patches_cuts() -> None:
+    config = tiny_features().replace(min_patch_frames=8)
+    for frames in (3, 8, 9, 20, 31, 32, 33, 100):
+        spec = np.zeros((4, frames), np.float32)
+        assert split_patches(spec, 32, 16, min_frames=8).shape[-1] == patch_width(frames, config)
+    assert patch_width(5, tiny_features()) == 32  # no minimum: always a whole patch
+
+
+def test_buckets_zero_pad_short_patches_and_keep_their_widths() -> None:
+    config = tiny_features().replace(min_patch_frames=4)
+    rng = np.random.default_rng(3)
+    specs = [rng.normal(size=(32, n)).astype(np.float32) for n in (40, 5, 7, 9, 30)]
+    buckets = bucket_patches(clip_patch_groups(specs, config), max_frames=32, bucket_frames=8)
+    assert [b[0].shape[-1] for b in buckets] == [32, 16, 8]
+    assert [b[1].tolist() for b in buckets] == [[32, 32, 30], [9], [7, 5]]
+    assert [b[2].tolist() for b in buckets] == [[0, 0, 4], [3], [2, 1]]
+    patches, lengths, _ = buckets[2]
+    np.testing.assert_array_equal(patches[1, :, :5].numpy(), specs[1])
+    assert (patches[1, :, 5:] == 0).all()

@@ -60,6 +60,15 @@ def split_patches(
     return torch.stack(pieces, dim=-3)  # type: ignore[arg-type]
 
 
+def patch_width(frames: int, config: FeatureConfig) -> int:
+    """Width (frames) of the patches :func:`split_patches` cuts from a clip of ``frames``
+    frames under ``config``: ``patch_frames``, or for a short clip with
+    ``min_patch_frames`` its own length, at least that minimum."""
+    if frames >= config.patch_frames or config.min_patch_frames is None:
+        return config.patch_frames
+    return max(frames, config.min_patch_frames)
+
+
 def pad_to_patch(spec: np.ndarray, patch_frames: int) -> np.ndarray:
     """``spec`` ``(n_mels, frames)`` padded to at least ``patch_frames`` frames, as
     :func:`split_patches` pads a short clip (unchanged when long enough)."""
@@ -119,6 +128,28 @@ def clip_patches(
         raise ValueError(f"patches of {len(groups)} widths ({config.name} keeps short clips "
                          "at their own length): use clip_patch_groups")
     return groups[0]
+
+
+def bucket_patches(groups: Sequence[tuple[Tensor, np.ndarray]], max_frames: int,
+                   bucket_frames: int = 32) -> list[tuple[Tensor, Tensor, np.ndarray]]:
+    """Patch groups of equal width (:func:`clip_patch_groups`) merged into buckets
+    ``bucket_frames`` wide, none wider than ``max_frames`` (the patch width):
+    ``(patches (n, n_mels, bucket width) zero-padded, real width per patch (n,) int64,
+    clip index per patch (n,))``, widest first. Whole patches are never padded."""
+    buckets: dict[int, list[tuple[Tensor, np.ndarray]]] = {}
+    for patches, index in groups:
+        width = patches.shape[-1]
+        bucket = min(-(-width // bucket_frames) * bucket_frames, max(width, max_frames))
+        buckets.setdefault(bucket, []).append((patches, index))
+    out = []
+    for width in sorted(buckets, reverse=True):
+        members = buckets[width]
+        padded = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1]))
+                            for p, _ in members])
+        lengths = torch.cat([torch.full((p.shape[0],), p.shape[-1], dtype=torch.int64)
+                             for p, _ in members])
+        out.append((padded, lengths, np.concatenate([i for _, i in members])))
+    return out
 
 
 def clip_mean(patch_probs: np.ndarray, clip_index: np.ndarray, n_clips: int) -> np.ndarray:

@@ -31,7 +31,12 @@ from tympan.inference.prediction import (  # re-exported: their home before the 
     top_k,
 )
 from tympan.models.modelfile import LoadedModel, ModelMetadata
-from tympan.windows import clip_mean, clip_patch_groups, clip_patches  # noqa: F401 (re-exported)
+from tympan.windows import (  # noqa: F401 (clip_patches re-exported)
+    bucket_patches,
+    clip_mean,
+    clip_patch_groups,
+    clip_patches,
+)
 
 T = TypeVar("T")
 
@@ -65,19 +70,33 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def takes_lengths(model: nn.Module) -> bool:
+    """Whether ``model(x, lengths)`` scores a zero-padded batch of unequal widths, each
+    item as if alone (:class:`tympan.models.cnn.CNN`)."""
+    return bool(getattr(model, "takes_lengths", False))
+
+
 @torch.no_grad()
-def patch_probabilities(model: nn.Module, patches: Tensor, *, batch_size: int = 64) -> np.ndarray:
+def patch_probabilities(model: nn.Module, patches: Tensor, *, batch_size: int = 64,
+                        lengths: Tensor | None = None) -> np.ndarray:
     """Softmax of ``model`` over ``(n_patches, n_mels, patch_frames)``, ``batch_size`` at a time.
 
     Runs on the model's device (the model's mode is left as it is: call
     ``model.eval()`` first); returns ``(n_patches, n_classes)`` float32.
+    ``lengths`` ``(n_patches,)``: real frames of each patch (zero padding after
+    them), for a model that :func:`takes_lengths`.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     device = _model_device(model)
     out = []
     for start in range(0, patches.shape[0], batch_size):
-        logits = model(patches[start:start + batch_size].to(device))
+        part = patches[start:start + batch_size].to(device)
+        real = lengths[start:start + batch_size] if lengths is not None else None
+        if real is not None and bool((real < part.shape[-1]).any()):
+            logits = model(part, real.to(device))
+        else:
+            logits = model(part)
         out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
     return np.concatenate(out)
 
@@ -99,7 +118,9 @@ def clip_probabilities(
     ``(n_clips, n_mels, frames)`` tensor; ``batch_size`` is patches per forward
     pass. The one definition training, cross-validation and prediction share;
     a clip shorter than a patch is scored at its own length when the config
-    has ``min_patch_frames`` (patches of one width go through together).
+    has ``min_patch_frames``: patches of one width go through together, or for a
+    model that :func:`takes_lengths` zero-padded to buckets as wide as its
+    ``min_frames`` and masked (each patch scored as if alone).
     """
     n_clips = len(specs)
     parts = []
@@ -107,9 +128,17 @@ def clip_probabilities(
     for first in range(0, max(n_clips, 1), SCORE_CHUNK_CLIPS):
         chunk = [specs[i] for i in range(first, min(n_clips, first + SCORE_CHUNK_CLIPS))]
         groups = clip_patch_groups(chunk, config)
-        probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size)
-                                for patches, _ in groups])
-        clip_index = np.concatenate([owners for _, owners in groups])
+        if len(groups) > 1 and takes_lengths(model):
+            buckets = bucket_patches(groups, config.patch_frames,
+                                     int(getattr(model, "min_frames", 32)))
+            probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size,
+                                                        lengths=lengths)
+                                    for patches, lengths, _ in buckets])
+            clip_index = np.concatenate([owners for _, _, owners in buckets])
+        else:
+            probs = np.concatenate([patch_probabilities(model, patches, batch_size=batch_size)
+                                    for patches, _ in groups])
+            clip_index = np.concatenate([owners for _, owners in groups])
         parts.append(clip_mean(probs, clip_index, len(chunk)))
     return np.concatenate(parts)
 
@@ -242,5 +271,6 @@ __all__ = [
     "collect_audio_files",
     "patch_probabilities",
     "resolve_device",
+    "takes_lengths",
     "top_k",
 ]

@@ -20,7 +20,7 @@ from torch import nn
 
 from tympan.config import FeatureConfig
 from tympan.features import LogMel
-from tympan.windows import clip_patch_groups
+from tympan.windows import bucket_patches, clip_patch_groups
 
 #: Patches of unequal widths are batched in buckets this many frames wide (one time bin
 #: of the mn04 trunk's output), masked so that each gives its embedding alone.
@@ -61,7 +61,8 @@ class EmbeddingExtractor:
         assert callable(embed_shifted)
         outs, owners = [], []
         groups = clip_patch_groups(specs, self.feature_config)
-        for stacked, lengths, index in bucket_patches(groups, self.feature_config.patch_frames):
+        for stacked, lengths, index in bucket_patches(groups, self.feature_config.patch_frames,
+                                                      BUCKET_FRAMES):
             for s in range(0, stacked.shape[0], self.batch_size):
                 part = slice(s, s + self.batch_size)
                 # a bucket of unequal widths goes through masked: each patch as if alone
@@ -72,29 +73,6 @@ class EmbeddingExtractor:
         out, index = np.concatenate(outs), np.concatenate(owners)
         # patches of one clip share a width, so their order within the clip is kept
         return [np.ascontiguousarray(out[index == i], dtype=np.float32) for i in range(len(waves))]
-
-
-def bucket_patches(groups: Sequence[tuple[torch.Tensor, np.ndarray]], max_frames: int,
-                   bucket_frames: int = BUCKET_FRAMES
-                   ) -> list[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
-    """Patch groups of equal width (:func:`~tympan.windows.clip_patch_groups`) merged into
-    buckets ``bucket_frames`` wide, none wider than ``max_frames`` (the patch width):
-    ``(patches (n, n_mels, bucket width) zero-padded, real width per patch (n,) int64,
-    clip index per patch (n,))``, widest first. Whole patches are never padded."""
-    buckets: dict[int, list[tuple[torch.Tensor, np.ndarray]]] = {}
-    for patches, index in groups:
-        width = patches.shape[-1]
-        bucket = min(-(-width // bucket_frames) * bucket_frames, max(width, max_frames))
-        buckets.setdefault(bucket, []).append((patches, index))
-    out = []
-    for width in sorted(buckets, reverse=True):
-        members = buckets[width]
-        padded = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1]))
-                            for p, _ in members])
-        lengths = torch.cat([torch.full((p.shape[0],), p.shape[-1], dtype=torch.int64)
-                             for p, _ in members])
-        out.append((padded, lengths, np.concatenate([i for _, i in members])))
-    return out
 
 
 __all__ = ["BUCKET_FRAMES", "EmbeddingExtractor", "bucket_patches"]

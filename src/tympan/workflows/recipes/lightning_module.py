@@ -76,7 +76,11 @@ class PatchClassifier(L.LightningModule):
         self._val_labels: list[Tensor] = []
         self._val_metrics: tuple[float, float] | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Logits of patches ``x``; ``lengths`` ``(batch,)``: real frames of each patch of a
+        zero-padded batch of unequal widths (passed on only when some are shorter)."""
+        if lengths is not None and bool((lengths < x.shape[-1]).any()):
+            return self.model(x, lengths)  # type: ignore[no-any-return]
         return self.model(x)  # type: ignore[no-any-return]
 
     @property
@@ -115,8 +119,11 @@ class PatchClassifier(L.LightningModule):
                    if p.requires_grad and p.ndim > 1]
         return self.config.l1 * torch.stack(weights).sum()
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """``batch``: ``(patches, labels)``, plus real widths with short clips at their own
+        length (:func:`~tympan.workflows.recipes.patches.pad_batch`)."""
+        x, y = batch[0], batch[1]
+        lengths = batch[2] if len(batch) > 2 else None
         # dropout draws from (seed, epoch, batch) alone: how much random state the loaders
         # used before this batch (they differ between a fresh and a resumed fit) cannot matter
         torch.manual_seed(epoch_seed(self.config.seed, int(self.current_epoch)) + 7 * batch_idx)
@@ -124,12 +131,20 @@ class PatchClassifier(L.LightningModule):
             x = self.spec_augment(x)
         if self._mixup is not None:
             assert self._mix_generator is not None  # CPU draws: the same mixes on any device
+            state = self._mix_generator.get_state()
             x, target = self._mixup(x, F.one_hot(y, self.n_classes).to(x.dtype),
                                     self.config.mixup_alpha, self._mix_generator)
-            logits = self(x)
+            if lengths is not None:  # a mix is as long as the longer of its two patches
+                from tympan.augment.mixup import mixup_parameters
+
+                self._mix_generator.set_state(state)
+                _, perm = mixup_parameters(len(lengths), self.config.mixup_alpha,
+                                           self._mix_generator)
+                lengths = torch.maximum(lengths, lengths[torch.as_tensor(perm).to(lengths.device)])
+            logits = self(x, lengths)
             loss = -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
         else:
-            logits = self(x)
+            logits = self(x, lengths)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=self.config.label_smoothing)
         if not torch.isfinite(loss):
             raise DivergedError(
@@ -143,9 +158,10 @@ class PatchClassifier(L.LightningModule):
         self.log("acc", correct.float() / len(y), prog_bar=True, on_step=True, on_epoch=False)
         return total
 
-    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        x, y, clip = batch
-        self._val_probs.append(torch.softmax(self(x).float(), dim=1).cpu())
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        x, y, clip = batch[:3]
+        lengths = batch[3] if len(batch) > 3 else None
+        self._val_probs.append(torch.softmax(self(x, lengths).float(), dim=1).cpu())
         self._val_index.append(clip.cpu())
         self._val_labels.append(y.cpu())
 

@@ -6,6 +6,11 @@ a pretrained one (``mn04_as``) starts from its backbone's weights, which get
 ``val_fraction`` of its clips for early stopping and best-weights selection;
 the final fit after a cross-validation trains on every clip for the folds'
 median best epoch count. Checkpoints make every fit resumable.
+
+With ``min_patch_frames`` in the front end, a network whose forward takes
+``lengths`` (the seed CNN) trains, validates and predicts a clip shorter than a
+patch at its own length (zero-padded masked batches); for any other network
+the minimum is dropped and short clips are padded to a whole patch.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from torch import nn
 from tympan.config import FeatureConfig, TrainConfig
 from tympan.data.manifest import Manifest
 from tympan.data.splits import validation_split
+from tympan.errors import ConfigError
 from tympan.workflows.prepared import PreparedData
 from tympan.workflows.recipes.base import Fitted, Recipe, register_recipe
 from tympan.workflows.recipes.lightning_fit import default_device, fit, waveforms_to_specs
@@ -70,9 +76,23 @@ class NetworkRecipe(Recipe):
         from tympan import models
 
         features = self.config.features or models.default_features(self.config.model)
-        # training batches hold whole patches, so a short clip is padded to one for training,
-        # validation and the model file alike (the frozen recipe keeps its own length)
-        return features.replace(min_patch_frames=None)
+        if features.min_patch_frames is None:
+            return features
+        network = models.create(self.config.model, 2, **self.config.model_kwargs)
+        if not getattr(network, "takes_lengths", False):
+            # training batches of this network hold whole patches, so a short clip is padded
+            # to one for training, validation and the model file alike
+            return features.replace(min_patch_frames=None)
+        least = int(getattr(network, "min_frames", 1))
+        if features.min_patch_frames < least and self.config.features is None:
+            # the registered front end, a network of more blocks (model_kwargs): its minimum
+            return features.replace(min_patch_frames=least if least < features.patch_frames
+                                    else None)
+        if features.min_patch_frames < least:
+            raise ConfigError(f"min_patch_frames={features.min_patch_frames}: {self.config.model} "
+                              f"needs at least {least} frames; raise it to {least} or more")
+        # short clips train, validate and predict at their own length (masked batches)
+        return features
 
     def featurise(self, manifest: Manifest, *, cache: Any = None, workers: int = 2,
                   progress: bool = False) -> PreparedData:

@@ -1,7 +1,10 @@
 """Training and scoring patches of log-mel clips, as PyTorch datasets.
 
 Clips are cut into patches (:mod:`tympan.windows`); every patch trains with
-its clip's label. The training order of an epoch depends only on the seed and
+its clip's label. With ``min_patch_frames`` a short clip is one patch at its own
+length: :func:`pad_batch` zero-pads a batch to its widest patch and adds each
+patch's real width, for a network that :func:`~tympan.inference.predict.takes_lengths`.
+The training order of an epoch depends only on the seed and
 the epoch number (:class:`EpochShuffle`), so a fit resumed from a checkpoint
 sees exactly the batches an uninterrupted one would have seen.
 """
@@ -20,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tympan.config import FeatureConfig, TrainConfig
-from tympan.windows import pad_to_patch, patch_starts
+from tympan.windows import pad_to_patch, patch_starts, patch_width
 
 
 @dataclass
@@ -140,6 +143,7 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_s
 
     def __init__(self, clips: ClipSet, feature_config: FeatureConfig,
                  variant_mode: str = "sample") -> None:
+        self.feature_config = feature_config
         self.patch_frames = feature_config.patch_frames
         self.hop_frames = feature_config.patch_hop_frames
         self.specs = clips.specs
@@ -172,10 +176,12 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_s
                                 self.hop_frames))
 
     def _spec(self, owner: int, member: int) -> np.ndarray:
-        """Clip ``owner`` (member -1) or its copy ``member``, padded to a whole patch."""
-        spec = (self.specs[owner] if member == -1
-                else self.variants[owner][member])  # type: ignore[index]
-        return pad_to_patch(np.asarray(spec, dtype=np.float32), self.patch_frames)
+        """Clip ``owner`` (member -1) or its copy ``member``, padded to a whole patch (with
+        ``min_patch_frames``, a short one only to that minimum)."""
+        spec = np.asarray(self.specs[owner] if member == -1
+                          else self.variants[owner][member],  # type: ignore[index]
+                          dtype=np.float32)
+        return pad_to_patch(spec, patch_width(spec.shape[-1], self.feature_config))
 
     def __len__(self) -> int:
         return len(self.item_group)
@@ -194,10 +200,11 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_s
                 generator.manual_seed(item_seed)
             variant = int(torch.randint(len(members), (), generator=generator).item())
         spec = self._spec(self.owners[group], members[variant])
-        starts = patch_starts(spec.shape[-1], self.patch_frames, self.hop_frames)
+        width = min(spec.shape[-1], self.patch_frames)
+        starts = patch_starts(spec.shape[-1], width, self.hop_frames)
         # a stretched copy has more or fewer patches than its original
         start = starts[min(k, len(starts) - 1)]
-        patch = spec[:, start:start + self.patch_frames]
+        patch = spec[:, start:start + width]
         return torch.tensor(patch), self.labels[group]  # a copy: cached specs are read-only
 
 
@@ -208,6 +215,7 @@ class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
     """
 
     def __init__(self, clips: ClipSet, feature_config: FeatureConfig) -> None:
+        self.feature_config = feature_config
         self.patch_frames = feature_config.patch_frames
         self.hop_frames = feature_config.patch_hop_frames
         self.specs = clips.specs
@@ -224,11 +232,26 @@ class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         clip, k = int(self.item_clip[index]), int(self.item_patch[index])
-        spec = pad_to_patch(np.asarray(self.specs[clip], dtype=np.float32), self.patch_frames)
-        start = patch_starts(spec.shape[-1], self.patch_frames, self.hop_frames)[k]
-        patch = spec[:, start:start + self.patch_frames]
+        spec = np.asarray(self.specs[clip], dtype=np.float32)
+        spec = pad_to_patch(spec, patch_width(spec.shape[-1], self.feature_config))
+        width = min(spec.shape[-1], self.patch_frames)
+        start = patch_starts(spec.shape[-1], width, self.hop_frames)[k]
+        patch = spec[:, start:start + width]
         return (torch.tensor(patch), self.labels[clip],
                 torch.tensor(clip))
+
+
+def pad_batch(items: Sequence[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Collate dataset items ``(patch (n_mels, width), *rest)`` of unequal widths: patches
+    zero-padded at the end to the widest ``(batch, n_mels, width)``, the rest stacked, and
+    each patch's real width ``(batch,)`` int64 appended last."""
+    widths = [int(item[0].shape[-1]) for item in items]
+    widest = max(widths)
+    patches = torch.stack([torch.nn.functional.pad(item[0], (0, widest - w))
+                           for item, w in zip(items, widths, strict=True)])
+    rest = [torch.stack([torch.as_tensor(item[i]) for item in items])
+            for i in range(1, len(items[0]))]
+    return (patches, *rest, torch.as_tensor(widths, dtype=torch.int64))
 
 
 class PatchDataModule(L.LightningDataModule):
@@ -246,13 +269,16 @@ class PatchDataModule(L.LightningDataModule):
         self.val_set = ClipPatchDataset(val, feature_config) if val is not None else None
         self.n_val_clips = len(val) if val is not None else 0
         self.config = config
+        self.own_length = feature_config.min_patch_frames is not None
 
     def _loader(self, dataset: Dataset[Any], sampler: Sampler[int] | None = None
                 ) -> DataLoader[Any]:
         workers = self.config.num_workers
+        # short clips at their own length: batches padded, with each patch's real width
+        collate = pad_batch if self.own_length else None
         return DataLoader(dataset, batch_size=self.config.batch_size, sampler=sampler,
                           num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available())
+                          pin_memory=torch.cuda.is_available(), collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.train_set, EpochShuffle(len(self.train_set), self.config.seed))
@@ -264,4 +290,4 @@ class PatchDataModule(L.LightningDataModule):
 
 
 __all__ = ["ClipPatchDataset", "ClipSet", "EpochShuffle", "PatchDataModule", "PatchDataset",
-           "clip_frames", "epoch_seed"]
+           "clip_frames", "epoch_seed", "pad_batch"]
