@@ -54,9 +54,12 @@ class ActivationCapture(nn.Module):
     the flattened activations entering ``features[t]`` for ``t`` in :data:`TAPS`, then
     the ``"freq"`` embedding: ``(batch, time_shifts, sum of sizes)``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, patch_frames: int) -> None:
         super().__init__()
         self.model = model
+        self.patch_frames = patch_frames
+        #: patches shorter than ``patch_frames`` (zero-padded to it, see embed_shifted)
+        self.short_patches = 0
         self.backbone_name = getattr(model, "backbone_name", None)
         self.backbone = model.backbone
         self._store: list[Tensor] = []
@@ -66,8 +69,12 @@ class ActivationCapture(nn.Module):
                 lambda _m, _i, out: self._store.append(out.detach()))
 
     def embed_shifted(self, x: Tensor, time_shifts: int, lengths: Tensor | None = None) -> Tensor:
-        if lengths is not None:
-            raise ValueError("activation caching needs full-width patches (ESC-50 clips)")
+        if lengths is not None or x.shape[-1] != self.patch_frames:
+            # a clip shorter than a patch: cached zero-padded to the full width (the rows
+            # need one shape); the exported model scores it at its own length, masked
+            self.short_patches += int((lengths < self.patch_frames).sum()) if (
+                lengths is not None) else x.shape[0]
+            x = nn.functional.pad(x, (0, self.patch_frames - x.shape[-1]))
         self._store = []
         emb = self.model.embed_shifted(x, time_shifts)
         b = x.shape[0]
@@ -154,7 +161,8 @@ class TailRecipe(FrozenRecipe):
     # -- featurising ----------------------------------------------------------------------
     def extractor(self) -> EmbeddingExtractor:
         if self._extractor is None:
-            capture = ActivationCapture(build_transfer_model(self.config, 1))
+            capture = ActivationCapture(build_transfer_model(self.config, 1),
+                                        self.feature_config().patch_frames)
             self._extractor = ActivationExtractor(capture, self.feature_config(),
                                                   self.config.time_shifts,
                                                   self.config.batch_size)
@@ -333,7 +341,9 @@ def featurise_tail(manifest: Manifest, config: TrainConfig,
     rows = sum(int(np.prod(np.asarray(e).shape[:-1])) for e in data.items)
     sizes = {f"last {k}": round(rows * int(np.prod(shapes[TAIL_START[k]])) * 2 / 1e6, 1)
              for k in sorted(TAIL_START)}
-    cost = {"taps": list(TAPS), "time_shifts": config.time_shifts, "rows": rows,
+    capture = recipe.extractor().model
+    cost = {"taps": list(TAPS), "short_patches_zero_padded": capture.short_patches,
+            "time_shifts": config.time_shifts, "rows": rows,
             "wall_seconds_this_run": round(wall, 1), "cpu_seconds_this_run": round(cpu, 1),
             "wall_seconds_empty_cache": cold_seconds or round(wall, 1),
             "float16_megabytes_per_split": sizes,
