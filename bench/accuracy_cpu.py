@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail-cold-seconds", type=float,
                         help="wall seconds of the tail variants' activation pass on an empty "
                              "cache, when this run found it cached")
+    parser.add_argument("--tail-cold-cpu-seconds", type=float,
+                        help="CPU seconds of that pass on an empty cache (same case)")
     parser.add_argument("--jobs", type=int, default=1, help="variants fitted in parallel")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy-cpu.json")
     args = parser.parse_args(argv)
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     tail_cost: dict[str, Any] = {}
     if tails:
-        tail_data, tail_cost = featurise_tail(manifest, _frozen(), args.tail_cold_seconds)
+        tail_data, tail_cost = featurise_tail(manifest, _frozen(), args.tail_cold_seconds,
+                                              args.tail_cold_cpu_seconds)
         for v in tails:
             assert v.tail is not None
             rows += evaluate_tail(v.name, v.config, v.tail, tail_data, tail_cost)

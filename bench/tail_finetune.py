@@ -318,11 +318,13 @@ class TailRecipe(FrozenRecipe):
         return model.eval()
 
 
-def featurise_tail(manifest: Manifest, config: TrainConfig,
-                   cold_seconds: float | None = None) -> tuple[PreparedData, dict[str, Any]]:
+def featurise_tail(manifest: Manifest, config: TrainConfig, cold_seconds: float | None = None,
+                   cold_cpu_seconds: float | None = None
+                   ) -> tuple[PreparedData, dict[str, Any]]:
     """The activation pass through the feature cache (``$TYMPAN_CACHE``), timed: wall and
-    CPU seconds (this process and its decode workers), cache size; ``cold_seconds``
-    (from a run that computed it) stands for the wall time when this one found it cached."""
+    CPU seconds (this process and its decode workers), cache size; ``cold_seconds`` and
+    ``cold_cpu_seconds`` (from the run that computed it) stand for this run's when it
+    found the activations cached."""
     import os
     import resource
 
@@ -346,6 +348,7 @@ def featurise_tail(manifest: Manifest, config: TrainConfig,
             "time_shifts": config.time_shifts, "rows": rows,
             "wall_seconds_this_run": round(wall, 1), "cpu_seconds_this_run": round(cpu, 1),
             "wall_seconds_empty_cache": cold_seconds or round(wall, 1),
+            "cpu_seconds_empty_cache": cold_cpu_seconds or round(cpu, 1),
             "float16_megabytes_per_split": sizes,
             "load_average_1min": round(os.getloadavg()[0], 2)}
     print(f"activation pass {wall:.0f} s wall, {cpu:.0f} s CPU, {rows} rows; fp16 MB {sizes}",
@@ -389,6 +392,7 @@ def evaluate_tail(name: str, config: TrainConfig, kwargs: dict[str, Any], data: 
             "featurise_wall_seconds_empty_cache": cost["wall_seconds_empty_cache"],
             "estimated_wall_seconds_empty_cache": round(
                 cost["wall_seconds_empty_cache"] + wall, 1),
+            "cpu_seconds_empty_cache": round(cost["cpu_seconds_empty_cache"] + cpu, 1),
             "load_average_1min": round(os.getloadavg()[0], 2)}
     rows = []
     for suffix, pick in (("", lambda t, f: t), (" + logistic blend", lambda t, f: (t + f) / 2),
