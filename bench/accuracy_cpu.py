@@ -317,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         previous = {r["name"]: r for r in old.get("variants", [])}
         previous_superset = old.get("superset", {})
         previous_tail = old.get("tail_pass")
-    for row in rows:
+    command = " ".join(["python", "bench/accuracy_cpu.py", *(argv or sys.argv[1:])])
+    for row in rows:  # each row says which run measured it: the top level is the last run's
+        row.update(command=command, commit=commit)
         previous.pop(row["name"], None)
     kept = list(previous.values())
     result = {
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     "shared": "the two cores are shared with other engineers' jobs: "
                               "wall times are upper bounds of an idle machine's"},
         "commit": commit,
-        "command": " ".join(["python", "bench/accuracy_cpu.py", *(argv or sys.argv[1:])]),
+        "command": command,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
