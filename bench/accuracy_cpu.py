@@ -3,6 +3,13 @@
     nice -n 10 python bench/accuracy_cpu.py                 # every variant with <= 2 shifts
     nice -n 10 python bench/accuracy_cpu.py --shifts 4      # and the 4-shift ones (2x trunk)
     nice -n 10 python bench/accuracy_cpu.py --variants "freq (default)" freq+logits
+    TYMPAN_CACHE=/tmp/empty nice -n 10 python bench/accuracy_cpu.py --variants "tail: last 1 block"
+
+The ``tail: …`` variants fine-tune mn04's last blocks on cached activations of its
+frozen early blocks (:mod:`tail_finetune`: their own trunk pass, timed on an empty
+cache; ``--tail-cold-seconds``/``--tail-cold-cpu-seconds`` carry that pass's cost into
+later runs that find it cached). Each adds two rows: its blend with the logistic head
+it was initialised from, and that head alone (the paired baseline).
 
 One trunk pass serves every variant: each clip is embedded once with the
 widest summary (:data:`SUPERSET`: per-frequency mean, max and std over time,
