@@ -3,6 +3,13 @@
     nice -n 10 python bench/accuracy_cpu.py                 # every variant with <= 2 shifts
     nice -n 10 python bench/accuracy_cpu.py --shifts 4      # and the 4-shift ones (2x trunk)
     nice -n 10 python bench/accuracy_cpu.py --variants "freq (default)" freq+logits
+    TYMPAN_CACHE=/tmp/empty nice -n 10 python bench/accuracy_cpu.py --variants "tail: last 1 block"
+
+The ``tail: …`` variants fine-tune mn04's last blocks on cached activations of its
+frozen early blocks (:mod:`tail_finetune`: their own trunk pass, timed on an empty
+cache; ``--tail-cold-seconds``/``--tail-cold-cpu-seconds`` carry that pass's cost into
+later runs that find it cached). Each adds two rows: its blend with the logistic head
+it was initialised from, and that head alone (the paired baseline).
 
 One trunk pass serves every variant: each clip is embedded once with the
 widest summary (:data:`SUPERSET`: per-frequency mean, max and std over time,
@@ -41,6 +48,7 @@ from typing import Any
 import numpy as np
 from probe_heads import MlpMixupRecipe, ensemble_folds, power_l2
 from provenance import cpu_model, git_commit
+from tail_finetune import evaluate_tail, featurise_tail
 
 from tympan.config import TrainConfig
 
@@ -54,12 +62,15 @@ SUPERSET = "freq+freqmax+freqstd+hidden+logits"
 class Variant:
     """A named frozen recipe: its :class:`TrainConfig` says embedding, shifts and C grid;
     ``head`` is ``"logistic"`` (the recipe's), ``"power-l2"`` or ``"mlp-mixup"`` (see
-    :mod:`probe_heads`); ``members`` (names of other variants) makes it their ensemble."""
+    :mod:`probe_heads`); ``members`` (names of other variants) makes it their ensemble;
+    ``tail`` (keyword arguments of :class:`tail_finetune.TailRecipe`) fine-tunes mn04's
+    last blocks on cached activations instead (its own trunk pass, see that module)."""
 
     name: str
     config: TrainConfig
     head: str = "logistic"
     members: tuple[str, ...] = ()
+    tail: dict[str, Any] | None = None
 
 
 def _frozen(**kw: Any) -> TrainConfig:
@@ -101,6 +112,12 @@ VARIANTS = [
             members=("freq (default)", "freq, mlp-mixup")),
     Variant("ensemble 4 shifts: freq + logits", _frozen(time_shifts=4),
             members=("freq, 4 shifts", "freq+logits, 4 shifts")),
+    # fine-tuning the last blocks on cached activations (tail_finetune; fixed a priori:
+    # 8 epochs, AdamW lr 1e-3 head / 1e-4 blocks, mixup 0.3, smoothing 0.1, time masks)
+    Variant("tail: final conv", _frozen(), head="tail", tail={"last_blocks": 0}),
+    Variant("tail: last 1 block", _frozen(), head="tail", tail={"last_blocks": 1}),
+    Variant("tail: last 2 blocks", _frozen(), head="tail", tail={"last_blocks": 2}),
+    Variant("tail: last 3 blocks", _frozen(), head="tail", tail={"last_blocks": 3}),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 
@@ -234,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-seconds", type=float,
                         help="wall seconds of the superset pass on an empty cache, when this "
                              "run found it cached (from the run that computed it)")
+    parser.add_argument("--tail-cold-seconds", type=float,
+                        help="wall seconds of the tail variants' activation pass on an empty "
+                             "cache, when this run found it cached")
+    parser.add_argument("--tail-cold-cpu-seconds", type=float,
+                        help="CPU seconds of that pass on an empty cache (same case)")
     parser.add_argument("--jobs", type=int, default=1, help="variants fitted in parallel")
     parser.add_argument("--out", type=Path, default=RESULTS / "accuracy-cpu.json")
     args = parser.parse_args(argv)
@@ -248,25 +270,36 @@ def main(argv: list[str] | None = None) -> int:
     from tympan.workflows.recipes import create_recipe
 
     manifest = discover(args.data)
-    wide = create_recipe(_frozen(embedding=SUPERSET, time_shifts=args.shifts))
-    started = time.perf_counter()
-    data = wide.featurise(manifest, progress=True)
-    featurise_seconds = time.perf_counter() - started
-    backbone = wide.extractor().model.backbone
-    layout = list(zip(backbone.parts, backbone.part_dims, strict=True))
-    n_bins = trunk_bins(data.feature_config.n_mels)
-    items = [np.asarray(x) for x in data.items]
-
     unknown = sorted(set(args.variants or ()) - set(BY_NAME))
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; known: {sorted(BY_NAME)}")
     wanted = [v for v in VARIANTS if (args.variants is None or v.name in args.variants)
               and args.shifts % v.config.time_shifts == 0]
     needed = {m for v in wanted for m in v.members} | {v.name for v in wanted if not v.members}
-    chosen = [v for v in VARIANTS if v.name in needed]
-    _SHARED.update(items=items, layout=layout, n_bins=n_bins, data=data, shifts=args.shifts,
-                   featurise_seconds=args.cold_seconds or featurise_seconds, jobs=args.jobs)
-    if args.jobs > 1:  # forked workers share the embeddings; each fits its variants' heads
+    chosen = [v for v in VARIANTS if v.name in needed and v.tail is None]
+    tails = [v for v in VARIANTS if v.name in needed and v.tail is not None]
+    rows: list[dict[str, Any]] = []
+    tail_cost: dict[str, Any] = {}
+    if tails:
+        tail_data, tail_cost = featurise_tail(manifest, _frozen(), args.tail_cold_seconds,
+                                              args.tail_cold_cpu_seconds)
+        for v in tails:
+            assert v.tail is not None
+            rows += evaluate_tail(v.name, v.config, v.tail, tail_data, tail_cost)
+        data = tail_data
+    featurise_seconds, results = 0.0, []
+    if chosen:
+        wide = create_recipe(_frozen(embedding=SUPERSET, time_shifts=args.shifts))
+        started = time.perf_counter()
+        data = wide.featurise(manifest, progress=True)
+        featurise_seconds = time.perf_counter() - started
+        backbone = wide.extractor().model.backbone
+        layout = list(zip(backbone.parts, backbone.part_dims, strict=True))
+        n_bins = trunk_bins(data.feature_config.n_mels)
+        items = [np.asarray(x) for x in data.items]
+        _SHARED.update(items=items, layout=layout, n_bins=n_bins, data=data, shifts=args.shifts,
+                       featurise_seconds=args.cold_seconds or featurise_seconds, jobs=args.jobs)
+    if args.jobs > 1 and chosen:  # forked workers share the embeddings, each fits heads
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
@@ -275,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [evaluate(v) for v in chosen]
     done = {v.name: r for v, r in zip(chosen, results, strict=True)}
-    rows = [row for row, _ in results]  # members run for an ensemble are recorded too
+    rows += [row for row, _ in results]  # members run for an ensemble are recorded too
     labels = data.manifest.label_ids()
     truth = {str(data.manifest.clips[int(test[0])].fold): labels[test]
              for _, test in make_splits(data.manifest)}
@@ -284,19 +317,28 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(ensemble_row(v, [done[m][0] for m in v.members],
                                      [done[m][1] for m in v.members], truth))
     previous: dict[str, Any] = {}  # variants measured by earlier --only runs are kept
+    previous_superset: dict[str, Any] = {}
+    previous_tail: dict[str, Any] | None = None
     if args.out.is_file():
-        previous = {r["name"]: r for r in json.loads(args.out.read_text()).get("variants", [])}
-    for row in rows:
+        old = json.loads(args.out.read_text())
+        previous = {r["name"]: r for r in old.get("variants", [])}
+        previous_superset = old.get("superset", {})
+        previous_tail = old.get("tail_pass")
+    command = " ".join(["python", "bench/accuracy_cpu.py", *(argv or sys.argv[1:])])
+    for row in rows:  # each row says which run measured it: the top level is the last run's
+        row.update(command=command, commit=commit)
         previous.pop(row["name"], None)
     kept = list(previous.values())
     result = {
         "benchmark": "frozen mn04_as variants, ESC-50 5-fold (the dataset's folds)",
         "dataset": {"path": str(args.data), "n_clips": len(data.manifest),
                     "fingerprint": data.manifest.fingerprint()},
-        "superset": {"embedding": SUPERSET, "time_shifts": args.shifts,
+        "superset": previous_superset if not chosen else {
+                     "embedding": SUPERSET, "time_shifts": args.shifts,
                      "featurise_seconds_this_run": round(featurise_seconds, 1),
                      "featurise_seconds_empty_cache": args.cold_seconds or round(
                          featurise_seconds, 1)},
+        **({"tail_pass": tail_cost} if tails else {"tail_pass": previous_tail}),
         "variants": rows + kept,
         "machine": {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(),
@@ -305,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                     "shared": "the two cores are shared with other engineers' jobs: "
                               "wall times are upper bounds of an idle machine's"},
         "commit": commit,
-        "command": " ".join(["python", "bench/accuracy_cpu.py", *(argv or sys.argv[1:])]),
+        "command": command,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
