@@ -34,6 +34,28 @@ def mixup_parameters(
     return lam, rng.permutation(batch)
 
 
+def mix(x: Tensor, y_onehot: Tensor, lam: np.ndarray, perm: np.ndarray) -> tuple[Tensor, Tensor]:
+    """``λ·x + (1 − λ)·x[perm]`` and ``λ·y + (1 − λ)·y[perm]`` for drawn
+    :func:`mixup_parameters` (``lam``, ``perm``: ``(batch,)``); ``x`` ``(batch, ...)``,
+    ``y_onehot`` ``(batch, n_classes)``. Runs on ``x``'s device.
+
+    Raises:
+        ValueError: batch sizes that differ, or 1-D labels.
+    """
+    if y_onehot.dim() != 2:
+        raise ValueError(f"y_onehot must be (batch, n_classes), got shape {tuple(y_onehot.shape)}")
+    if x.shape[0] != y_onehot.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} examples but y_onehot has {y_onehot.shape[0]}")
+    lam_t = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    perm_t = torch.as_tensor(perm, dtype=torch.long, device=x.device)
+    lam_x = lam_t.reshape((-1,) + (1,) * (x.dim() - 1))
+    mixed_x = lam_x * x + (1 - lam_x) * x[perm_t]
+    y = y_onehot.to(dtype=x.dtype if x.is_floating_point() else torch.float32)
+    lam_y = lam_t.to(y.dtype)[:, None]
+    mixed_y = lam_y * y + (1 - lam_y) * y[perm_t.to(y.device)]
+    return mixed_x, mixed_y
+
+
 def mixup(
     x: Tensor,
     y_onehot: Tensor,
@@ -51,16 +73,5 @@ def mixup(
     Raises:
         ValueError: ``alpha`` <= 0, or batch sizes that differ, or 1-D labels.
     """
-    if y_onehot.dim() != 2:
-        raise ValueError(f"y_onehot must be (batch, n_classes), got shape {tuple(y_onehot.shape)}")
-    if x.shape[0] != y_onehot.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} examples but y_onehot has {y_onehot.shape[0]}")
-    lam_np, perm_np = mixup_parameters(x.shape[0], alpha, generator)
-    lam = torch.as_tensor(lam_np, dtype=x.dtype, device=x.device)
-    perm = torch.as_tensor(perm_np, dtype=torch.long, device=x.device)
-    lam_x = lam.reshape((-1,) + (1,) * (x.dim() - 1))
-    mixed_x = lam_x * x + (1 - lam_x) * x[perm]
-    y = y_onehot.to(dtype=x.dtype if x.is_floating_point() else torch.float32)
-    lam_y = lam.to(y.dtype)[:, None]
-    mixed_y = lam_y * y + (1 - lam_y) * y[perm.to(y.device)]
-    return mixed_x, mixed_y
+    lam, perm = mixup_parameters(x.shape[0], alpha, generator)
+    return mix(x, y_onehot, lam, perm)

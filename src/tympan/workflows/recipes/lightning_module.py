@@ -32,7 +32,8 @@ from tympan.workflows.results import EpochLog
 
 
 def _augmenters(config: TrainConfig) -> tuple[nn.Module | None, Any]:
-    """SpecAugment module and mixup function the config asks for (None when off)."""
+    """SpecAugment module and mixup function the config asks for (None when off); the mixup
+    function takes drawn :func:`~tympan.augment.mixup.mixup_parameters`."""
     spec_augment = None
     mixup: Any = None
     if config.spec_augment:
@@ -46,7 +47,7 @@ def _augmenters(config: TrainConfig) -> tuple[nn.Module | None, Any]:
                                    n_freq_masks=config.spec_n_masks, seed=config.seed)
     if config.mixup_alpha > 0:
         try:
-            from tympan.augment.mixup import mixup
+            from tympan.augment.mixup import mix as mixup
         except ImportError as exc:
             raise TympanError(f"mixup is configured but unavailable ({exc})") from exc
     return spec_augment, mixup
@@ -131,15 +132,12 @@ class PatchClassifier(L.LightningModule):
             x = self.spec_augment(x)
         if self._mixup is not None:
             assert self._mix_generator is not None  # CPU draws: the same mixes on any device
-            state = self._mix_generator.get_state()
-            x, target = self._mixup(x, F.one_hot(y, self.n_classes).to(x.dtype),
-                                    self.config.mixup_alpha, self._mix_generator)
-            if lengths is not None:  # a mix is as long as the longer of its two patches
-                from tympan.augment.mixup import mixup_parameters
+            from tympan.augment.mixup import mixup_parameters
 
-                self._mix_generator.set_state(state)
-                _, perm = mixup_parameters(len(lengths), self.config.mixup_alpha,
-                                           self._mix_generator)
+            lam, perm = mixup_parameters(x.shape[0], self.config.mixup_alpha,
+                                         self._mix_generator)
+            x, target = self._mixup(x, F.one_hot(y, self.n_classes).to(x.dtype), lam, perm)
+            if lengths is not None:  # a mix is as long as the longer of its two patches
                 lengths = torch.maximum(lengths, lengths[torch.as_tensor(perm).to(lengths.device)])
             logits = self(x, lengths)
             loss = -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()

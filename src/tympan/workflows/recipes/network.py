@@ -78,8 +78,10 @@ class NetworkRecipe(Recipe):
         features = self.config.features or models.default_features(self.config.model)
         if features.min_patch_frames is None:
             return features
+        from tympan.inference.predict import takes_lengths
+
         network = models.create(self.config.model, 2, **self.config.model_kwargs)
-        if not getattr(network, "takes_lengths", False):
+        if not takes_lengths(network):
             # training batches of this network hold whole patches, so a short clip is padded
             # to one for training, validation and the model file alike
             return features.replace(min_patch_frames=None)

@@ -129,6 +129,17 @@ def clip_frames(specs: Sequence[np.ndarray]) -> list[int]:
 _ORIGINAL_ONLY = (-1,)
 
 
+def cut_patch(spec: np.ndarray, k: int, feature_config: FeatureConfig) -> np.ndarray:
+    """Patch ``k`` (the last one when ``k`` is past it) of ``spec`` ``(n_mels, frames)``:
+    ``(n_mels, patch_frames)``, or with ``min_patch_frames`` a short clip's own width (at
+    least that minimum), a short clip padded as :func:`~tympan.windows.pad_to_patch` pads it."""
+    spec = pad_to_patch(spec, patch_width(spec.shape[-1], feature_config))
+    width = min(spec.shape[-1], feature_config.patch_frames)
+    starts = patch_starts(spec.shape[-1], width, feature_config.patch_hop_frames)
+    start = starts[min(k, len(starts) - 1)]
+    return spec[:, start:start + width]
+
+
 class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_seed)
     """Training patches: item ``k`` is ``(patch (n_mels, patch_frames), label)``.
 
@@ -176,12 +187,10 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_s
                                 self.hop_frames))
 
     def _spec(self, owner: int, member: int) -> np.ndarray:
-        """Clip ``owner`` (member -1) or its copy ``member``, padded to a whole patch (with
-        ``min_patch_frames``, a short one only to that minimum)."""
-        spec = np.asarray(self.specs[owner] if member == -1
+        """Clip ``owner`` (member -1) or its copy ``member``."""
+        return np.asarray(self.specs[owner] if member == -1
                           else self.variants[owner][member],  # type: ignore[index]
                           dtype=np.float32)
-        return pad_to_patch(spec, patch_width(spec.shape[-1], self.feature_config))
 
     def __len__(self) -> int:
         return len(self.item_group)
@@ -199,12 +208,9 @@ class PatchDataset(Dataset[tuple[Tensor, Tensor]]):  # keys: int or (int, item_s
                 generator = torch.Generator()
                 generator.manual_seed(item_seed)
             variant = int(torch.randint(len(members), (), generator=generator).item())
-        spec = self._spec(self.owners[group], members[variant])
-        width = min(spec.shape[-1], self.patch_frames)
-        starts = patch_starts(spec.shape[-1], width, self.hop_frames)
-        # a stretched copy has more or fewer patches than its original
-        start = starts[min(k, len(starts) - 1)]
-        patch = spec[:, start:start + width]
+        # a stretched copy has more or fewer patches than its original: k may be past its last
+        patch = cut_patch(self._spec(self.owners[group], members[variant]), k,
+                          self.feature_config)
         return torch.tensor(patch), self.labels[group]  # a copy: cached specs are read-only
 
 
@@ -232,11 +238,8 @@ class ClipPatchDataset(Dataset[tuple[Tensor, Tensor, Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         clip, k = int(self.item_clip[index]), int(self.item_patch[index])
-        spec = np.asarray(self.specs[clip], dtype=np.float32)
-        spec = pad_to_patch(spec, patch_width(spec.shape[-1], self.feature_config))
-        width = min(spec.shape[-1], self.patch_frames)
-        start = patch_starts(spec.shape[-1], width, self.hop_frames)[k]
-        patch = spec[:, start:start + width]
+        patch = cut_patch(np.asarray(self.specs[clip], dtype=np.float32), k,
+                          self.feature_config)
         return (torch.tensor(patch), self.labels[clip],
                 torch.tensor(clip))
 
@@ -290,4 +293,4 @@ class PatchDataModule(L.LightningDataModule):
 
 
 __all__ = ["ClipPatchDataset", "ClipSet", "EpochShuffle", "PatchDataModule", "PatchDataset",
-           "clip_frames", "epoch_seed", "pad_batch"]
+           "clip_frames", "cut_patch", "epoch_seed", "pad_batch"]
